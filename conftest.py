@@ -1,0 +1,1 @@
+pytest_plugins = ["course_lib.nbval_plugin"]

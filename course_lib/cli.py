@@ -1,0 +1,98 @@
+"""The ``course`` command: ``course doctor``, ``course notebooks refresh``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="course", description="Tools of the finetune-course.")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    doctor = commands.add_parser("doctor", help="check the environment and say how to fix it")
+    doctor.set_defaults(run=_doctor)
+
+    notebooks = commands.add_parser("notebooks", help="work with the course notebooks")
+    notebook_commands = notebooks.add_subparsers(title="notebook commands", metavar="COMMAND")
+    refresh = notebook_commands.add_parser(
+        "refresh", help="execute notebooks top to bottom and store their outputs"
+    )
+    refresh.add_argument(
+        "paths", nargs="*", default=["notebooks", "solutions"], help="notebooks or folders"
+    )
+    refresh.add_argument("--cell-timeout", type=int, default=120, metavar="SECONDS")
+    refresh.set_defaults(run=_refresh)
+    return parser
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from course_lib.doctor import check_environment
+
+    report = check_environment()
+    print(report)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _refresh(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from course_lib.notebooks import (
+        NOTEBOOK_BUDGET_SECONDS,
+        NotebookRefreshError,
+        find_notebooks,
+        refresh_notebook,
+    )
+
+    try:
+        paths = find_notebooks(args.paths)
+    except FileNotFoundError as exc:
+        print(f"course notebooks refresh: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    failed = []
+    for path in paths:
+        with tqdm(desc=str(path), unit="cell", leave=False) as bar:
+
+            def advance(done: int, total: int, bar=bar) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            try:
+                result = refresh_notebook(
+                    path, cell_timeout=args.cell_timeout, on_cell_done=advance
+                )
+            except NotebookRefreshError as exc:
+                failed.append(path)
+                bar.close()
+                print(f"FAILED {exc}", file=sys.stderr)
+                continue
+        budget = f"  OVER the {NOTEBOOK_BUDGET_SECONDS} s budget" if result.over_budget else ""
+        print(
+            f"ok     {path}: {result.code_cells_run} code cells in {result.seconds:.1f} s{budget}"
+        )
+    if not paths:
+        print("course notebooks refresh: no notebooks found", file=sys.stderr)
+    if failed:
+        print(f"{len(failed)} of {len(paths)} notebooks not refreshed", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
