@@ -12,6 +12,8 @@ LOCK   := requirements.lock
 
 PY     := $(VENV)/bin/python
 # Every tool runs from the venv: the kernel nbclient, nbval and JupyterLab start is the venv's.
+# JupyterLab refuses to run as root (containers, CI) unless told so explicitly.
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 RUN    := PATH="$(abspath $(VENV))/bin:$$PATH" PYDEVD_DISABLE_FILE_VALIDATION=1
 
 .DEFAULT_GOAL := help
@@ -42,7 +44,7 @@ venv:  ## create .venv from the lock (rebuilt when the lock changes, reused othe
 	fi
 
 lab: venv  ## start JupyterLab on notebooks/ (loopback, token auth; HOST=... PORT=... to change)
-	$(RUN) jupyter lab --notebook-dir=notebooks --ServerApp.ip=$(HOST) --ServerApp.port=$(PORT) --no-browser
+	$(RUN) jupyter lab --notebook-dir=notebooks --ServerApp.ip=$(HOST) --ServerApp.port=$(PORT) --no-browser $(ALLOW_ROOT)
 
 doctor: venv  ## check the environment and say how to fix what is broken
 	$(RUN) course doctor
