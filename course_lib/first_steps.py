@@ -94,9 +94,9 @@ def descent_controls(lr: float = 0.1, steps: int = 10, start: float = -2.0) -> C
     return Controls(
         lr=widgets.FloatSlider(
             value=lr,
-            min=0.02,
+            min=0.01,
             max=1.1,
-            step=0.02,
+            step=0.01,
             description="learning rate",
             style=style,
             layout=layout,

@@ -83,3 +83,14 @@ def test_chapter_map_links_existing_notebooks_only(tmp_path):
     assert f"{CHAPTERS[1].title} *(being written)*" in table
     total = sum(c.minutes for c in CHAPTERS)
     assert f"**{total // 60} h {total % 60:02d} min**" in table
+
+
+def test_every_learning_rate_the_notebook_suggests_is_on_the_slider():
+    """The browser snaps a slider to min + k * step: the suggested values must be on that grid."""
+    slider = descent_controls()["lr"]
+    for lr in (0.1, 0.5, 0.9, 1.05):
+        steps_from_min = (lr - slider.min) / slider.step
+        assert slider.min <= lr <= slider.max
+        assert steps_from_min == pytest.approx(round(steps_from_min)), (
+            f"the slider cannot show {lr}"
+        )
