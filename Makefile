@@ -14,6 +14,8 @@ PY     := $(VENV)/bin/python
 # Every tool runs from the venv: the kernel nbclient, nbval and JupyterLab start is the venv's.
 # JupyterLab refuses to run as root (containers, CI) unless told so explicitly.
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
+# Strict nbval (never --nbval-lax): every stored output is compared with a fresh run.
+NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg --nbval-cell-timeout=120
 RUN    := PATH="$(abspath $(VENV))/bin:$$PATH" PYDEVD_DISABLE_FILE_VALIDATION=1
 
 .DEFAULT_GOAL := help
@@ -57,15 +59,12 @@ test-lib: venv  ## library and repository tests only (fast)
 	$(RUN) pytest -m "not e2e" tests
 
 test-notebooks: venv  ## strict nbval of notebooks/ and solutions/ only
-	$(RUN) pytest -p no:cacheprovider --nbval --nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg \
-	  --nbval-cell-timeout=120 -n $(JOBS) --dist loadfile notebooks solutions
+	$(RUN) pytest -p no:cacheprovider $(NBVAL) -n $(JOBS) --dist loadfile notebooks solutions
 
 test: venv  ## the whole suite: lint, library tests, strict nbval of notebooks/ and solutions/
 	@start=$$(date +%s); \
 	$(MAKE) --no-print-directory lint && \
-	$(RUN) pytest -p no:cacheprovider -n $(JOBS) --dist loadfile \
-	  --nbval --nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg --nbval-cell-timeout=120 \
-	  tests notebooks solutions; \
+	$(RUN) pytest -p no:cacheprovider -n $(JOBS) --dist loadfile $(NBVAL) tests notebooks solutions; \
 	status=$$?; echo "make test: $$(( $$(date +%s) - start )) s, exit $$status"; exit $$status
 
 notebooks: venv  ## re-execute notebooks/ and solutions/ and store their outputs

@@ -143,14 +143,6 @@ def png_digests(outputs: Iterable[dict]) -> list[str]:
     return digests
 
 
-def clear_outputs(notebook: nbformat.NotebookNode) -> None:
-    """Empty every code cell's outputs and execution count (exercises are stored this way)."""
-    for _, cell in _code_cells(notebook):
-        cell.outputs = []
-        cell.execution_count = None
-    strip_volatile_metadata(notebook)
-
-
 # --- internals ----------------------------------------------------------------------------
 
 
