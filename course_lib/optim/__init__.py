@@ -1,0 +1,11 @@
+"""From-scratch optimizers with torch.optim's names, arguments and defaults.
+
+Each is a ``torch.optim.Optimizer`` whose update fits on one screen, with its rule as math
+in the docstring. The tests check them against torch.optim step for step.
+"""
+
+from course_lib.optim.adam import Adam, Adamax, AdamW, NAdam
+from course_lib.optim.adaptive import Adadelta, Adagrad, RMSprop
+from course_lib.optim.sgd import SGD
+
+__all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "Adamax", "NAdam"]

@@ -1,0 +1,93 @@
+"""Figures the chapters share: contour plots with optimizer paths, loss curves.
+
+Every function returns a ``matplotlib.figure.Figure`` built without pyplot, so widget
+redraws do not pile up open figures; show one with ``display(figure)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+
+from course_lib.landscapes import Landscape
+from course_lib.optim.trajectory import Trajectory
+
+COLORS = ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:brown",
+          "tab:pink", "tab:olive", "tab:cyan", "black")  # fmt: skip
+
+
+def draw_landscape(axes, landscape: Landscape, resolution: int = 160) -> None:
+    """Filled contours of ``landscape`` on ``axes``, with its minima marked."""
+    X, Y, Z = landscape.grid(resolution)
+    if landscape.log_scale:
+        shifted = Z - Z.min() + 1e-3
+        levels = np.logspace(np.log10(shifted.min()), np.log10(shifted.max()), 25)
+        axes.contourf(X, Y, shifted, levels=levels, norm=LogNorm(), cmap="viridis", alpha=0.85)
+    else:
+        axes.contourf(X, Y, Z, levels=25, cmap="viridis", alpha=0.85)
+    minima = np.array(landscape.minima)
+    axes.plot(minima[:, 0], minima[:, 1], "*", color="white", markersize=12,
+              markeredgecolor="black", label="minimum")  # fmt: skip
+    axes.set(xlim=landscape.x_range, ylim=landscape.y_range, xlabel="x", ylabel="y")
+
+
+def draw_path(axes, trajectory: Trajectory, label: str, color: str) -> None:
+    """An optimizer's path: dots for steps, clipped to the plot window."""
+    points = trajectory.points
+    axes.plot(
+        points[:, 0], points[:, 1], "o-", color=color, markersize=2.5, linewidth=1.2, label=label
+    )
+    axes.plot(points[0, 0], points[0, 1], "s", color=color, markersize=6, markeredgecolor="black")
+
+
+def paths_figure(
+    landscape: Landscape, trajectories: dict[str, Trajectory], title: str | None = None
+) -> Figure:
+    """Contour plot with each optimizer's path (left) and its loss per step (right)."""
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    surface, curves = figure.subplots(1, 2, width_ratios=(1.15, 1))
+    draw_landscape(surface, landscape)
+    for (label, trajectory), color in zip(trajectories.items(), COLORS, strict=False):
+        draw_path(surface, trajectory, label, color)
+        draw_loss_curve(curves, trajectory, label, color, landscape.min_value)
+    surface.set_title(title or f"{landscape.name}: f = {landscape.formula}", fontsize=10)
+    surface.legend(loc="upper right", fontsize=7)
+    curves.set(xlabel="step", ylabel="f − f(minimum)  (log scale)", yscale="log",
+               title="Distance to the minimum value")  # fmt: skip
+    curves.grid(True, which="both", alpha=0.3)
+    curves.legend(fontsize=7)
+    return figure
+
+
+def draw_loss_curve(
+    axes, trajectory: Trajectory, label: str, color: str, floor: float = 0.0
+) -> None:
+    gap = np.maximum(trajectory.losses - floor, 1e-16)
+    axes.plot(
+        np.arange(len(gap)),
+        gap,
+        color=color,
+        label=label + (" (diverged)" if trajectory.diverged else ""),
+    )
+
+
+def loss_curves_figure(
+    curves: dict[str, list[float]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    target: float | None = None,
+) -> Figure:
+    """One line per named curve, log-scaled y; an optional dashed target line."""
+    figure = Figure(figsize=(7, 4), layout="constrained")
+    axes = figure.subplots()
+    for (label, values), color in zip(curves.items(), COLORS, strict=False):
+        axes.plot(np.arange(1, len(values) + 1), values, color=color, label=label)
+    if target is not None:
+        axes.axhline(target, color="0.3", linestyle="--", linewidth=1, label=f"target {target:g}")
+    axes.set(xlabel=xlabel, ylabel=ylabel, title=title, yscale="log")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8, ncol=2)
+    return figure

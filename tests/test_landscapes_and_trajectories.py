@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from course_lib.descent_widgets import (
+    RACERS,
+    gd_controls,
+    gd_figure,
+    gd_summary,
+    race,
+    race_controls,
+    race_table,
+)
+from course_lib.landscapes import LANDSCAPES, quadratic_bowl
+from course_lib.optim import SGD, Adam
+from course_lib.optim.conjugate_gradient import ConjugateGradient
+from course_lib.optim.trajectory import EvaluationCounter, run_on_landscape
+
+
+@pytest.mark.parametrize("name", LANDSCAPES)
+def test_known_minima_are_stationary_and_lowest_nearby(name):
+    landscape = LANDSCAPES[name]()
+    for minimum in landscape.minima:
+        point = torch.tensor(minimum, dtype=torch.float64)
+        assert landscape.gradient(point).abs().max() < 2e-3  # minima tabulated to 4 decimals
+        for offset in ([1e-2, 0], [0, 1e-2], [-1e-2, 0], [0, -1e-2]):
+            assert landscape(point + torch.tensor(offset, dtype=torch.float64)) > landscape(point)
+        x_low, x_high = landscape.x_range
+        y_low, y_high = landscape.y_range
+        assert x_low < minimum[0] < x_high and y_low < minimum[1] < y_high
+
+
+@pytest.mark.parametrize("name", LANDSCAPES)
+def test_grid_and_batch_evaluation_agree(name):
+    landscape = LANDSCAPES[name]()
+    X, Y, Z = landscape.grid(7)
+    assert Z.shape == (7, 7)
+    points = torch.tensor(np.stack([X, Y], axis=-1))
+    np.testing.assert_allclose(landscape(points).numpy(), Z)
+
+
+def test_bowl_condition_number_is_the_hessian_ratio_and_rotation_keeps_it():
+    for angle in (0, 30):
+        bowl = quadratic_bowl(condition_number=25, angle_degrees=angle)
+        hessian = torch.autograd.functional.hessian(
+            bowl, torch.tensor([0.3, -0.2], dtype=torch.float64)
+        )
+        eigenvalues = torch.linalg.eigvalsh(hessian)
+        assert eigenvalues.max() / eigenvalues.min() == pytest.approx(25)
+    with pytest.raises(ValueError, match="condition_number"):
+        quadratic_bowl(0.5)
+
+
+def test_gradient_descent_on_the_bowl_converges_below_2_over_L_and_diverges_above():
+    bowl = quadratic_bowl(condition_number=10)  # largest curvature L = 10
+    assert run_on_landscape(bowl, SGD, lr=0.19, steps=300).final_loss < 1e-10
+    diverging = run_on_landscape(bowl, SGD, lr=0.21, steps=1000)
+    assert diverging.diverged and len(diverging.points) < 1001
+
+
+def test_trajectory_records_every_step_and_counts_evaluations():
+    bowl = quadratic_bowl()
+    trajectory = run_on_landscape(bowl, Adam, lr=0.1, steps=25)
+    assert trajectory.points.shape == (26, 2) and trajectory.losses.shape == (26,)
+    assert trajectory.evaluations == 25
+    assert tuple(trajectory.points[0]) == bowl.start
+    assert trajectory.steps_to(trajectory.losses[10]) <= 10
+    assert trajectory.steps_to(-1.0) is None
+
+
+def test_conjugate_gradient_takes_one_iteration_per_step_and_finishes_a_2d_bowl_in_2():
+    trajectory = run_on_landscape(
+        quadratic_bowl(100), ConjugateGradient, steps=5, c1=1e-10, c2=1e-9
+    )
+    assert trajectory.losses[2] < 1e-20
+    assert trajectory.evaluations > 5  # line searches cost extra evaluations
+
+
+def test_evaluation_counter_counts_calls():
+    counter = EvaluationCounter(lambda: torch.tensor(1.0))
+    counter()
+    counter()
+    assert counter.count == 2
+
+
+def test_gd_widget_functions_and_controls():
+    controls = gd_controls()
+    values = controls.values()
+    assert isinstance(gd_figure(**values), Figure)
+    assert gd_summary(**values).startswith("After 50 steps")
+    assert gd_summary(**{**values, "lr": 0.5}).startswith("Diverged")
+    seen = []
+    controls.observe(lambda change: seen.append(change["new"]))
+    controls["surface"].value = "Rosenbrock"
+    assert seen == ["Rosenbrock"]
+
+
+def test_race_runs_every_racer_and_rejects_unknown_names():
+    results = race("quadratic bowl", tuple(RACERS), steps=20)
+    assert set(results) == set(RACERS)
+    assert "conjugate gradient" in race_table("quadratic bowl", ("conjugate gradient",), 5)
+    with pytest.raises(ValueError, match="unknown racers"):
+        race("quadratic bowl", ("Lion",), steps=5)
+    controls = race_controls()
+    assert set(controls.values()) == {"surface", "racers", "steps", "lr_scale"}
