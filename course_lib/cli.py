@@ -39,6 +39,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     refresh.add_argument("--cell-timeout", type=int, default=120, metavar="SECONDS")
     refresh.set_defaults(run=_refresh)
+
+    bench = commands.add_parser("bench", help="benchmarks (ratios against torch, same run)")
+    bench_commands = bench.add_subparsers(title="benchmarks", metavar="BENCHMARK")
+    bench_optim = bench_commands.add_parser(
+        "optim", help="per-step time of the scratch optimizers vs torch.optim"
+    )
+    bench_optim.add_argument("--rounds", type=int, default=7, help="interleaved rounds (median)")
+    bench_optim.add_argument("--steps", type=int, default=30, help="steps timed per round")
+    bench_optim.set_defaults(run=_bench_optim)
     return parser
 
 
@@ -48,6 +57,15 @@ def _doctor(args: argparse.Namespace) -> int:
     report = check_environment()
     print(report)
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _bench_optim(args: argparse.Namespace) -> int:
+    from course_lib.bench import bench_optimizers, format_table
+
+    rows = bench_optimizers(rounds=args.rounds, steps=args.steps)
+    print(f"Per-step time on a 99,978-parameter MLP, median of {args.rounds} interleaved rounds")
+    print(format_table(rows))
+    return EXIT_OK
 
 
 def _refresh(args: argparse.Namespace) -> int:
