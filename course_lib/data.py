@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+__all__ = ["Split", "digits_split"]
+
 
 @dataclass(frozen=True)
 class Split:

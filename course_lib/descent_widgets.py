@@ -16,6 +16,19 @@ from course_lib.optim.trajectory import Trajectory, run_on_landscape
 from course_lib.viz import paths_figure
 from course_lib.widgets import Controls
 
+__all__ = [
+    "RACERS",
+    "landscape_named",
+    "gd_run",
+    "gd_figure",
+    "gd_summary",
+    "gd_controls",
+    "race",
+    "race_figure",
+    "race_table",
+    "race_controls",
+]
+
 # Base learning rates for the race; the lr_scale slider multiplies all of them.
 RACERS: dict[str, tuple[type, dict]] = {
     "GD": (SGD, {"lr": 0.01}),

@@ -17,6 +17,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+__all__ = [
+    "Landscape",
+    "quadratic_bowl",
+    "rosenbrock",
+    "beale",
+    "himmelblau",
+    "saddle",
+    "six_hump_camel",
+    "LANDSCAPES",
+]
+
 Point = tuple[float, float]
 
 

@@ -13,6 +13,15 @@ from matplotlib.figure import Figure
 from course_lib.landscapes import Landscape
 from course_lib.optim.trajectory import Trajectory
 
+__all__ = [
+    "draw_landscape",
+    "draw_path",
+    "draw_loss_curve",
+    "paths_figure",
+    "paths_grid_figure",
+    "loss_curves_figure",
+]
+
 COLORS = ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:brown",
           "tab:pink", "tab:olive", "tab:cyan", "black")  # fmt: skip
 
@@ -90,4 +99,19 @@ def loss_curves_figure(
     axes.set(xlabel=xlabel, ylabel=ylabel, title=title, yscale="log")
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8, ncol=2)
+    return figure
+
+
+def paths_grid_figure(landscape: Landscape, trajectories: dict[str, Trajectory]) -> Figure:
+    """One contour panel per trajectory, side by side, titled with its label and outcome."""
+    figure = Figure(figsize=(3.6 * len(trajectories), 3.4), layout="constrained")
+    panels = np.atleast_1d(figure.subplots(1, len(trajectories)))
+    for axes, (label, trajectory), color in zip(panels, trajectories.items(), COLORS, strict=False):
+        draw_landscape(axes, landscape)
+        draw_path(axes, trajectory, label, color)
+        if trajectory.diverged:
+            outcome = "diverged"
+        else:
+            outcome = f"f = {trajectory.final_loss - landscape.min_value:.2g} after {len(trajectory.losses) - 1} steps"
+        axes.set_title(f"{label}\n{outcome}", fontsize=9)
     return figure

@@ -14,6 +14,16 @@ from torch import nn
 from course_lib.data import Split
 from course_lib.optim.trajectory import CLOSURE_OPTIMIZERS
 
+__all__ = [
+    "small_mlp",
+    "training_curve",
+    "epochs_to_reach",
+    "LeastSquares",
+    "least_squares_problem",
+    "MinibatchRun",
+    "minibatch_run",
+]
+
 
 def small_mlp(
     inputs: int = 64, hidden: int = 32, classes: int = 10, seed: int = 0

@@ -9,6 +9,8 @@ from torch.optim import Optimizer
 
 from course_lib.optim._base import check_lr
 
+__all__ = ["ConjugateGradient"]
+
 VARIANTS = ("PR+", "FR")
 
 

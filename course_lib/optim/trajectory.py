@@ -12,6 +12,8 @@ import torch
 from course_lib.landscapes import Landscape
 from course_lib.optim.conjugate_gradient import ConjugateGradient
 
+__all__ = ["EvaluationCounter", "Trajectory", "run_on_landscape"]
+
 CLOSURE_OPTIMIZERS = (ConjugateGradient, torch.optim.LBFGS)
 
 
