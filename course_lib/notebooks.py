@@ -152,6 +152,13 @@ def _code_cells(notebook: nbformat.NotebookNode):
             yield index, cell
 
 
+def _first_error_cell(notebook: nbformat.NotebookNode) -> int | str:
+    for index, cell in _code_cells(notebook):
+        if any(out.get("output_type") == "error" for out in cell.get("outputs", [])):
+            return index
+    return "?"
+
+
 def _cells_to_run(notebook: nbformat.NotebookNode) -> list:
     return [
         cell for _, cell in _code_cells(notebook) if SKIP_TAG not in cell.metadata.get("tags", [])
@@ -200,8 +207,9 @@ def _execute(notebook, path: Path, cell_timeout: int, on_cell_done) -> None:
             f"{path}: the kernel died (out of memory?); not written"
         ) from None
     except CellExecutionError as exc:
+        where = _first_error_cell(notebook)
         raise NotebookRefreshError(
-            f"{path}: a cell raised {exc.ename}: {exc.evalue}; not written "
+            f"{path}: cell {where} raised {exc.ename}: {exc.evalue}; not written "
             f"(tag the cell '{RAISES_TAG}' if raising is its point)"
         ) from None
 

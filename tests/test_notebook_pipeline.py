@@ -100,7 +100,7 @@ def test_an_error_is_refused_and_the_file_is_left_untouched(tmp_path):
         tmp_path / "nb.ipynb", new_code_cell("print('before')"), new_code_cell("1 / 0")
     )
     before = path.read_bytes()
-    with pytest.raises(NotebookRefreshError, match="ZeroDivisionError.*not written"):
+    with pytest.raises(NotebookRefreshError, match="cell 1 raised ZeroDivisionError.*not written"):
         refresh_notebook(path)
     assert path.read_bytes() == before
 
