@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from course_lib.data import Split
-from course_lib.optim.trajectory import CLOSURE_OPTIMIZERS
+from course_lib.optim.trajectory import optimizer_step
 
 __all__ = [
     "small_mlp",
@@ -148,13 +148,8 @@ def minibatch_run(
         loss.backward()
         return loss
 
-    closure_based = isinstance(optimizer, CLOSURE_OPTIMIZERS)
     losses = []
     for _ in range(steps):
-        if closure_based:
-            optimizer.step(closure)
-        else:
-            closure()
-            optimizer.step()
+        optimizer_step(optimizer, closure)
         losses.append(problem.loss(weights.detach()).item())
     return MinibatchRun(losses, evaluations, evaluations * batch_size)

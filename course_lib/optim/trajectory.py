@@ -12,9 +12,22 @@ import torch
 from course_lib.landscapes import Landscape
 from course_lib.optim.conjugate_gradient import ConjugateGradient
 
-__all__ = ["EvaluationCounter", "Trajectory", "run_on_landscape"]
+__all__ = ["EvaluationCounter", "Trajectory", "optimizer_step", "run_on_landscape"]
 
 CLOSURE_OPTIMIZERS = (ConjugateGradient, torch.optim.LBFGS)
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, closure: Callable[[], torch.Tensor]) -> None:
+    """One step of any optimizer, given a closure that computes the loss and its gradients.
+
+    Closure-based optimizers (ConjugateGradient, LBFGS) call the closure themselves, as often
+    as their line search needs; the others need it called once, before ``step()``.
+    """
+    if isinstance(optimizer, CLOSURE_OPTIMIZERS):
+        optimizer.step(closure)
+    else:
+        closure()
+        optimizer.step()
 
 
 class EvaluationCounter:
@@ -86,11 +99,7 @@ def run_on_landscape(
     points, losses = [point.detach().clone().numpy()], [float(landscape(point.detach()))]
     diverged = False
     for _ in range(steps):
-        if closure_based:
-            optimizer.step(counter)
-        else:
-            counter()
-            optimizer.step()
+        optimizer_step(optimizer, counter)
         loss = float(landscape(point.detach()))
         points.append(point.detach().clone().numpy())
         losses.append(loss)
