@@ -70,6 +70,9 @@ test: venv  ## the whole suite: lint, library tests, strict nbval of notebooks/ 
 notebooks: venv  ## re-execute notebooks/ and solutions/ and store their outputs
 	$(RUN) course notebooks refresh notebooks solutions
 
+assign: venv  ## generate exercises/ from solutions/ (course assign)
+	$(RUN) course assign
+
 fmt: venv  ## format and auto-fix code and notebooks with ruff
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .

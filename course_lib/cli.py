@@ -1,8 +1,9 @@
-"""The ``course`` command: ``course doctor``, ``course notebooks refresh``."""
+"""The ``course`` command: doctor, notebooks refresh, assign, grade, bench."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -40,6 +41,34 @@ def _parser() -> argparse.ArgumentParser:
     refresh.add_argument("--cell-timeout", type=int, default=120, metavar="SECONDS")
     refresh.set_defaults(run=_refresh)
 
+    assign = commands.add_parser("assign", help="generate exercises/ from solutions/")
+    assign.add_argument("--solutions", default="solutions", help="folder of solution notebooks")
+    assign.add_argument("--exercises", default="exercises", help="folder to write exercises into")
+    assign.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if exercises/ is stale"
+    )
+    assign.set_defaults(run=_assign)
+
+    grade = commands.add_parser("grade", help="execute and grade submitted exercise notebooks")
+    grade.add_argument("submissions", nargs="+", help="notebook files, or folders of them")
+    grade.add_argument("--out", default="grades.csv", help="the gradebook CSV to write")
+    grade.add_argument(
+        "--feedback", default=None, help="folder for feedback files (default: next to --out)"
+    )
+    grade.add_argument(
+        "--timeout", type=float, default=60, metavar="SECONDS", help="limit per cell"
+    )
+    grade.add_argument(
+        "--wall-limit", type=float, default=300, metavar="SECONDS", help="limit per notebook"
+    )
+    grade.add_argument(
+        "--jobs", type=int, default=os.cpu_count() or 1, help="submissions graded in parallel"
+    )
+    grade.add_argument(
+        "--assignment", default=None, help="expected notebook, e.g. 01_gradient_descent"
+    )
+    grade.set_defaults(run=_grade)
+
     bench = commands.add_parser("bench", help="benchmarks (ratios against torch, same run)")
     bench_commands = bench.add_subparsers(title="benchmarks", metavar="BENCHMARK")
     bench_optim = bench_commands.add_parser(
@@ -57,6 +86,52 @@ def _doctor(args: argparse.Namespace) -> int:
     report = check_environment()
     print(report)
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _assign(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from course_lib.grading.assign import MarkerError, assign
+
+    try:
+        results = assign(Path(args.solutions), Path(args.exercises), write=not args.check)
+    except MarkerError as exc:
+        print(f"course assign: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    stale = [r for r in results if not r.up_to_date]
+    for result in results:
+        state = "up to date" if result.up_to_date else ("STALE" if args.check else "written")
+        print(f"{state:<10} {result.exercise}  (from {result.solution})")
+    if args.check and stale:
+        print(f"{len(stale)} exercise notebook(s) differ from their solutions: run `course assign`",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _grade(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from course_lib.grading.batch import Limits, grade_batch, write_feedback, write_gradebook
+
+    out = Path(args.out)
+    feedback = Path(args.feedback) if args.feedback else out.parent / "feedback"
+    limits = Limits(cell_timeout=args.timeout, wall_limit=args.wall_limit)
+    started = time.monotonic()
+    grades = grade_batch([Path(p) for p in args.submissions], jobs=args.jobs, limits=limits,
+                         assignment=args.assignment)  # fmt: skip
+    if not grades:
+        print("course grade: no submissions found", file=sys.stderr)
+        return EXIT_USAGE
+    write_gradebook(grades, out)
+    write_feedback(grades, feedback)
+    seconds = time.monotonic() - started
+    for grade in grades:
+        print(f"{grade.status:<15} {grade.total:>5g}/{grade.max_points:<3g} {grade.submission}")
+    print(f"graded {len(grades)} submissions in {seconds:.1f} s ({seconds / len(grades):.1f} s each, "
+          f"{args.jobs} in parallel); gradebook {out}, feedback in {feedback}/")  # fmt: skip
+    return EXIT_OK
 
 
 def _bench_optim(args: argparse.Namespace) -> int:

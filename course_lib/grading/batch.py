@@ -1,0 +1,367 @@
+"""``course grade``: execute submitted notebooks and grade them, whatever they do.
+
+Every submission gets a row in the gradebook and a feedback file; one bad submission never
+stops the batch. Each runs in its own kernel, in a fresh working directory of its own, with
+a per-cell timeout, a wall limit per notebook and a cap on the output it may produce. This is
+isolation against accidents, not a sandbox: see docs/instructors.md before grading code you
+do not trust.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import secrets
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+from course_lib.grading.assign import METADATA_KEY
+
+OK, TIMEOUT, CRASHED, INVALID, WRONG_NOTEBOOK, OUTPUT_LIMIT, CELL_ERRORS, GRADER_ERROR = (
+    "ok", "timeout", "crashed", "invalid", "wrong-notebook", "output-limit", "cell-errors", "grader-error",
+)  # fmt: skip
+HIDDEN_TESTS_ENV = "COURSE_HIDDEN_TESTS"
+_DEFAULT_HIDDEN = Path(__file__).with_name("data") / "hidden_cases.json"
+
+
+@dataclass(frozen=True)
+class Limits:
+    cell_timeout: float = 60.0  # seconds for one cell
+    wall_limit: float = 300.0  # seconds for the whole notebook, grading included
+    output_bytes: int = 5_000_000  # what the notebook may print in all
+
+
+@dataclass
+class Grade:
+    """One gradebook row (and what its feedback file says)."""
+
+    submission: str
+    student: str
+    status: str
+    points: dict[str, float] = field(default_factory=dict)
+    max_points: float = 0.0
+    seconds: float = 0.0
+    detail: str = ""
+    counted: bool = True
+    results: list[dict] = field(default_factory=list)
+    cell_errors: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> float:
+        return round(sum(self.points.values()), 2)
+
+
+def student_id(path: Path) -> str:
+    """``alice__01_gradient_descent.ipynb`` -> ``alice``; ``bob.ipynb`` -> ``bob``."""
+    return path.stem.split("__")[0].strip() or path.stem
+
+
+def load_hidden_tests(path: Path | None = None) -> dict[str, list[dict]]:
+    """Hidden case parameters per exercise: COURSE_HIDDEN_TESTS, else the package's data file."""
+    source = Path(path or os.environ.get(HIDDEN_TESTS_ENV) or _DEFAULT_HIDDEN)
+    return json.loads(source.read_text(encoding="utf-8"))
+
+
+def grade_submission(path: str | Path, limits: Limits = Limits(), assignment: str | None = None,
+                     hidden: dict | None = None) -> Grade:  # fmt: skip
+    """Grade one submission; never raises (a failure becomes the row's status)."""
+    path = Path(path)
+    # nbclient leaves an output-polling task behind when it interrupts a timed-out cell;
+    # asyncio would print its harmless traceback to the instructor's terminal.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    started = time.monotonic()
+    grade = Grade(submission=path.name, student=student_id(path), status=GRADER_ERROR)
+    try:
+        _grade_into(
+            grade, path, limits, assignment, load_hidden_tests() if hidden is None else hidden
+        )
+    except Exception as exc:  # the grader's own failure: still a row, still a message
+        grade.status, grade.detail = GRADER_ERROR, f"{type(exc).__name__}: {exc}"
+    grade.seconds = round(time.monotonic() - started, 2)
+    return grade
+
+
+def _grade_into(
+    grade: Grade, path: Path, limits: Limits, assignment: str | None, hidden: dict
+) -> None:
+    from course_lib.grading.registry import NOTEBOOK_EXERCISES
+
+    notebook, problem = _read_notebook(path)
+    if notebook is None:
+        grade.status, grade.detail = INVALID, problem
+        return
+    name = notebook.metadata.get(METADATA_KEY, {}).get("exercise_notebook")
+    if name not in NOTEBOOK_EXERCISES:
+        grade.status = INVALID
+        grade.detail = "not a course exercise notebook: submit the file from exercises/, with its metadata intact"
+        return
+    exercises = NOTEBOOK_EXERCISES[name]
+    grade.points = {exercise.id: 0.0 for exercise in exercises}
+    grade.max_points = sum(exercise.points for exercise in exercises)
+    if assignment and name != assignment:
+        grade.status, grade.detail = (
+            WRONG_NOTEBOOK,
+            f"this is {name}; the assignment is {assignment}",
+        )
+        return
+    with tempfile.TemporaryDirectory(prefix="course-grade-") as scratch:
+        workdir = Path(
+            scratch, "sandbox", "work"
+        )  # nested: '..' of the cwd is still this submission's
+        workdir.mkdir(parents=True)
+        _execute_and_grade(grade, notebook, name, workdir, limits, hidden)
+
+
+def _read_notebook(path: Path) -> tuple[nbformat.NotebookNode | None, str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"not a readable text file ({type(exc).__name__})"
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, f"not a notebook: malformed JSON at line {exc.lineno}, column {exc.colno}"
+    try:
+        notebook = nbformat.reads(text, as_version=4)
+        nbformat.validate(notebook)
+    except Exception as exc:
+        return (
+            None,
+            f"not a valid Jupyter notebook ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})",
+        )
+    return notebook, ""
+
+
+def _execute_and_grade(
+    grade: Grade, notebook, name: str, workdir: Path, limits: Limits, hidden: dict
+) -> None:
+    deadline = time.monotonic() + limits.wall_limit
+    client = _GradingClient(
+        notebook,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(workdir)}},
+        allow_errors=True,
+        timeout_func=lambda cell: max(1, min(limits.cell_timeout, deadline - time.monotonic())),
+        output_limit=limits.output_bytes,
+        record_timing=False,
+        store_widget_state=False,
+    )
+    with client.setup_kernel():  # the kernel starts in resources' path: workdir
+        _load_grading_code(client)
+        if not _run_cells(grade, client, notebook, deadline):
+            return
+        with tempfile.TemporaryDirectory(prefix="course-tests-") as tests_cwd:
+            results = _run_grading_cell(client, name, hidden, limits, Path(tests_cwd))
+    if results is None:
+        grade.status, grade.detail = CRASHED, "the kernel died or timed out while the tests ran"
+        return
+    grade.results = results
+    for result in results:
+        grade.points[result["exercise_id"]] = result["earned"]
+    if grade.status == GRADER_ERROR:  # nothing went wrong while executing
+        grade.status = CELL_ERRORS if grade.cell_errors else OK
+    if client.output_exceeded and grade.status in (OK, CELL_ERRORS):
+        grade.status = OUTPUT_LIMIT
+        grade.detail = (
+            f"the notebook printed more than {limits.output_bytes:,} bytes; the rest was dropped"
+        )
+
+
+def _load_grading_code(client: _GradingClient) -> None:
+    """Import the tests (and torch) before any learner code runs.
+
+    The grading cell then needs no imports, so it still works when the learner's code has
+    deleted the working directory (after which ``import torch`` kills the kernel).
+    """
+    setup = nbformat.v4.new_code_cell(
+        "import course_lib.grading.registry, course_lib.grading.runner"
+    )
+    client.nb.cells.insert(0, setup)
+    try:
+        client.execute_cell(setup, 0)
+    finally:
+        client.nb.cells.pop(0)
+
+
+def _run_cells(grade: Grade, client: _GradingClient, notebook, deadline: float) -> bool:
+    """Run the learner's cells; False when the kernel died (the grade says why)."""
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type != "code":
+            continue
+        if time.monotonic() >= deadline:
+            grade.status, grade.detail = (
+                TIMEOUT,
+                f"the notebook's time limit ran out before cell {index}",
+            )
+            return True
+        try:
+            client.execute_cell(cell, index)
+        except CellTimeoutError:
+            client.interrupt()
+            grade.status, grade.detail = (
+                TIMEOUT,
+                f"cell {index} ran past its time limit (an endless loop?)",
+            )
+            return True
+        except DeadKernelError:
+            grade.status = CRASHED
+            grade.detail = f"the kernel died in cell {index} (os._exit, a crash, or out of memory)"
+            return False
+        errors = [out for out in cell.get("outputs", []) if out.get("output_type") == "error"]
+        if errors:
+            grade.cell_errors.append(f"cell {index}: {errors[0]['ename']}: {errors[0]['evalue']}")
+    return True
+
+
+def _run_grading_cell(
+    client: _GradingClient, name: str, hidden: dict, limits: Limits, cwd: Path
+) -> list[dict] | None:
+    """Run public and hidden tests in the submission's kernel; read results behind a fresh marker.
+
+    The tests run in ``cwd``, a fresh folder, whatever the learner's code did to its own.
+    """
+    marker = f"COURSE-GRADE-{secrets.token_hex(16)}:"
+    from course_lib.grading.registry import NOTEBOOK_EXERCISES
+
+    relevant = {exercise.id: hidden.get(exercise.id, []) for exercise in NOTEBOOK_EXERCISES[name]}
+    code = (  # modules loaded by _load_grading_code, reached through sys.modules: no import here
+        f"__import__('os').chdir({str(cwd)!r})\n"
+        "__import__('sys').modules['course_lib.grading.runner'].grade_namespace(globals(), "
+        f"__import__('sys').modules['course_lib.grading.registry'].NOTEBOOK_EXERCISES[{name!r}], "
+        f"__import__('json').loads({json.dumps(relevant)!r}), {marker!r})"
+    )
+    cell = nbformat.v4.new_code_cell(code)
+    client.nb.cells.append(cell)  # nbclient stores outputs by the cell's index in the notebook
+    client.output_bytes = 0  # the grading cell's own output is not the learner's
+    client.timeout_func = lambda cell: limits.cell_timeout + 60
+    try:
+        client.execute_cell(cell, len(client.nb.cells) - 1)
+    except (CellTimeoutError, DeadKernelError):
+        return None
+    for output in cell.get("outputs", []):
+        for line in output.get("text", "").splitlines():
+            if line.startswith(marker):
+                return json.loads(line[len(marker) :])
+    return None
+
+
+class _GradingClient(NotebookClient):
+    """nbclient that drops output past a byte limit (so a print loop cannot exhaust memory)."""
+
+    def __init__(self, *args, output_limit: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.output_limit = output_limit
+        self.output_bytes = 0
+        self.output_exceeded = False
+
+    def output(self, outs, msg, display_id, cell_index):
+        content = msg.get("content", {})
+        self.output_bytes += len(content.get("text", "")) + len(json.dumps(content.get("data", {})))
+        if self.output_bytes > self.output_limit:
+            self.output_exceeded = True
+            return None
+        return super().output(outs, msg, display_id, cell_index)
+
+    def interrupt(self) -> None:
+        from jupyter_core.utils import run_sync
+
+        run_sync(self.km.interrupt_kernel)()
+        time.sleep(0.5)
+
+
+def grade_batch(paths: list[Path], *, jobs: int = 2, limits: Limits = Limits(),
+                assignment: str | None = None) -> list[Grade]:  # fmt: skip
+    """Grade every submission (in parallel processes); mark which one counts per student.
+
+    Two submissions of one student: both are graded and listed; the one modified last counts
+    (``counted`` is False for the others).
+    """
+    hidden = load_hidden_tests()
+    submissions = expand_submissions(paths)
+    if jobs <= 1:
+        grades = [grade_submission(p, limits, assignment, hidden) for p in submissions]
+    else:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            grades = list(pool.map(grade_submission, submissions, [limits] * len(submissions),
+                                   [assignment] * len(submissions), [hidden] * len(submissions)))  # fmt: skip
+    _mark_counted(grades, submissions)
+    return grades
+
+
+def expand_submissions(paths: list[Path]) -> list[Path]:
+    """Files as given; folders expand to every visible file inside (not only .ipynb)."""
+    found = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        else:
+            found.append(path)
+    return found
+
+
+def _mark_counted(grades: list[Grade], submissions: list[Path]) -> None:
+    latest: dict[str, tuple[float, str]] = {}
+    for grade, path in zip(grades, submissions, strict=True):
+        key = (path.stat().st_mtime if path.exists() else 0.0, path.name)
+        if grade.student not in latest or key > latest[grade.student]:
+            latest[grade.student] = key
+    for grade, path in zip(grades, submissions, strict=True):
+        key = (path.stat().st_mtime if path.exists() else 0.0, path.name)
+        grade.counted = key == latest[grade.student]
+
+
+def write_gradebook(grades: list[Grade], out: Path) -> None:
+    """CSV: student, submission, counted, status, one column per exercise, total, max, seconds, detail."""
+    exercise_ids = list(dict.fromkeys(eid for grade in grades for eid in grade.points))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(["student", "submission", "counted", "status", *exercise_ids,
+                         "total", "max_points", "seconds", "detail"])  # fmt: skip
+        for grade in grades:
+            points = [grade.points.get(eid, "") for eid in exercise_ids]
+            writer.writerow([grade.student, grade.submission, "yes" if grade.counted else "no", grade.status,
+                             *points, grade.total, grade.max_points, grade.seconds, grade.detail])  # fmt: skip
+
+
+def feedback_markdown(grade: Grade) -> str:
+    """The feedback file a student receives."""
+    lines = [f"# Feedback for {grade.student}", "", f"Submission: `{grade.submission}`  ",
+             f"Status: **{grade.status}**" + (f" ({grade.detail})" if grade.detail else "") + "  ",
+             f"Points: **{grade.total} / {grade.max_points:g}**"]  # fmt: skip
+    if not grade.counted:
+        lines.append("\n*A later submission of yours counts instead of this one.*")
+    if grade.cell_errors:
+        lines += [
+            "",
+            "## Cells that raised an error",
+            *[f"- {error}" for error in grade.cell_errors],
+        ]
+    for result in grade.results:
+        lines += ["", f"## {result['exercise_id']}: {result['title']}",
+                  f"{result['earned']:g} / {result['points']:g} points, {result['status']}"]  # fmt: skip
+        for case in result["cases"]:
+            mark = "passed" if case["status"] == "passed" else case["status"]
+            lines.append(f"- {case['description']}: {mark}")
+            for label in ("expected", "got", "hint"):
+                if case[label] and case["status"] != "passed":
+                    lines.append(f"  - {label}: {case[label]}")
+    return "\n".join(lines) + "\n"
+
+
+def write_feedback(grades: list[Grade], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for grade in grades:
+        (folder / f"{Path(grade.submission).stem}.md").write_text(
+            feedback_markdown(grade), encoding="utf-8"
+        )

@@ -1,0 +1,221 @@
+"""`course grade` on one batch holding every kind of submission the issue lists.
+
+One batch run (module fixture) grades all of them in parallel; each test checks one row.
+"""
+
+import csv
+import json
+import os
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from course_lib.grading.assign import exercise_notebook
+from course_lib.grading.batch import (
+    CELL_ERRORS,
+    CRASHED,
+    INVALID,
+    OK,
+    OUTPUT_LIMIT,
+    TIMEOUT,
+    WRONG_NOTEBOOK,
+    Limits,
+    feedback_markdown,
+    grade_batch,
+    student_id,
+    write_gradebook,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+CH1, CH2 = "01_gradient_descent", "02_optimizers"
+
+
+def solved(name: str) -> nbformat.NotebookNode:
+    """A submission with every exercise solved: the solution, tagged as the exercise notebook."""
+    notebook = nbformat.read(ROOT / "solutions" / f"{name}.ipynb", as_version=4)
+    tagged = exercise_notebook(notebook, name)  # stubs the solutions...
+    for cell, source in zip(tagged.cells, notebook.cells, strict=True):
+        cell.source = source.source  # ...so put the solution code back
+    return tagged
+
+
+def untouched(name: str) -> nbformat.NotebookNode:
+    return nbformat.read(ROOT / "exercises" / f"{name}.ipynb", as_version=4)
+
+
+def with_cell(
+    notebook: nbformat.NotebookNode, source: str, position: int = 1
+) -> nbformat.NotebookNode:
+    notebook.cells.insert(position, nbformat.v4.new_code_cell(source))
+    return notebook
+
+
+def replaced(notebook: nbformat.NotebookNode, old: str, new: str) -> nbformat.NotebookNode:
+    for cell in notebook.cells:
+        cell.source = cell.source.replace(old, new)
+    return notebook
+
+
+def build_submissions(folder: Path) -> dict[str, Path]:
+    notebooks = {
+        "full1__01.ipynb": solved(CH1),
+        "full2__02.ipynb": solved(CH2),
+        "untouched__01.ipynb": untouched(CH1),
+        "wrong__01.ipynb": replaced(solved(CH1), "return w - lr * grad", "return w + lr * grad"),
+        "importerror__01.ipynb": replaced(
+            solved(CH1), "import torch", "import not_a_real_module\nimport torch"
+        ),
+        "endless__01.ipynb": with_cell(solved(CH1), "while True:\n    pass", position=4),
+        "exits__01.ipynb": with_cell(solved(CH1), "import os\nos._exit(1)", position=3),
+        "printer__01.ipynb": with_cell(
+            solved(CH1), "for _ in range(300):\n    print('x' * 1_000_000)"
+        ),
+        "deleter__01.ipynb": with_cell(
+            solved(CH1),
+            "import pathlib, shutil\nfor folder in (pathlib.Path('.'), pathlib.Path('..')):\n"
+            "    for p in folder.iterdir():\n"
+            "        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink()",
+        ),
+        "otherchapter__02.ipynb": solved(CH2),
+        "twice__first.ipynb": untouched(CH1),
+        "twice__second.ipynb": solved(CH1),
+    }
+    paths = {}
+    for file_name, notebook in notebooks.items():
+        paths[file_name] = folder / file_name
+        nbformat.write(notebook, paths[file_name])
+    (folder / "malformed__01.ipynb").write_text('{"cells": [ {"cell_type": "code", ')
+    (folder / "notanotebook__01.txt").write_text("my answers are 1, 2 and 3")
+    (folder / "image__01.ipynb").write_bytes(bytes(range(256)) * 10)
+    os.utime(paths["twice__first.ipynb"], (time.time() - 100, time.time() - 100))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("submissions")
+    build_submissions(folder)
+    limits = Limits(cell_timeout=10, wall_limit=90, output_bytes=5_000_000)
+    started = time.monotonic()
+    # Two assignments in one folder: grade chapter 1 with --assignment, chapter 2 on its own.
+    chapter1 = [p for p in folder.iterdir() if "__02" not in p.name]
+    grades = grade_batch(chapter1, jobs=2, limits=limits, assignment=CH1)
+    grades += grade_batch([folder / "full2__02.ipynb"], jobs=1, limits=limits)
+    grades += grade_batch(
+        [folder / "otherchapter__02.ipynb"], jobs=1, limits=limits, assignment=CH1
+    )
+    seconds = time.monotonic() - started
+    out = tmp_path_factory.mktemp("out") / "grades.csv"
+    write_gradebook(grades, out)
+    print(f"\n{len(grades)} submissions graded in {seconds:.1f} s")
+    print(out.read_text())
+    return {grade.submission: grade for grade in grades}, out, folder
+
+
+def row(batch, name):
+    return batch[0][name]
+
+
+def test_solutions_score_full_points(batch):
+    for name, maximum in (("full1__01.ipynb", 2), ("full2__02.ipynb", 3)):
+        grade = row(batch, name)
+        assert grade.status == OK, grade.detail
+        assert grade.total == grade.max_points == maximum
+
+
+def test_untouched_exercise_scores_zero_as_not_attempted(batch):
+    grade = row(batch, "untouched__01.ipynb")
+    assert grade.status == OK and grade.total == 0
+    assert {result["status"] for result in grade.results} == {"not attempted"}
+    assert "not attempted" in feedback_markdown(grade)
+
+
+def test_wrong_answer_loses_that_exercise_with_the_hint_in_feedback(batch):
+    grade = row(batch, "wrong__01.ipynb")
+    assert grade.status == OK
+    assert grade.points == {"ch1.gd_step": 0.0, "ch1.pick_learning_rate": 1.0}
+    assert "you stepped *up* the gradient" in feedback_markdown(grade)
+
+
+def test_hidden_cases_run_in_the_grader_but_not_in_check(batch):
+    results = {r["exercise_id"]: r for r in row(batch, "full1__01.ipynb").results}
+    assert len(results["ch1.gd_step"]["cases"]) == 4  # 2 public + 2 hidden
+
+
+def test_exception_at_import_is_reported_and_the_rest_still_graded(batch):
+    grade = row(batch, "importerror__01.ipynb")
+    assert grade.status == CELL_ERRORS
+    assert any("ModuleNotFoundError" in error for error in grade.cell_errors)
+
+
+def test_endless_loop_times_out_and_what_was_defined_is_graded(batch):
+    grade = row(batch, "endless__01.ipynb")
+    assert grade.status == TIMEOUT and "time limit" in grade.detail
+    assert grade.points["ch1.gd_step"] == 1.0  # defined before the loop
+
+
+def test_killed_kernel_is_crashed(batch):
+    grade = row(batch, "exits__01.ipynb")
+    assert grade.status == CRASHED and grade.total == 0
+
+
+def test_hundreds_of_megabytes_of_output_are_capped(batch):
+    grade = row(batch, "printer__01.ipynb")
+    assert grade.status == OUTPUT_LIMIT and grade.total == 2
+
+
+def test_deleting_files_around_it_harms_nobody_else(batch):
+    grades, gradebook, folder = batch
+    assert grades["deleter__01.ipynb"].status == OK and grades["deleter__01.ipynb"].total == 2
+    assert (folder / "full1__01.ipynb").exists() and gradebook.exists()
+    assert grades["full1__01.ipynb"].total == 2
+
+
+@pytest.mark.parametrize("name, words", [
+    ("malformed__01.ipynb", "malformed JSON"),
+    ("notanotebook__01.txt", "malformed JSON"),
+    ("image__01.ipynb", "not a readable text file"),
+])  # fmt: skip
+def test_broken_files_are_invalid_with_a_reason(batch, name, words):
+    grade = row(batch, name)
+    assert grade.status == INVALID and words in grade.detail
+
+
+def test_notebook_of_another_chapter_is_refused(batch):
+    grade = row(batch, "otherchapter__02.ipynb")
+    assert (
+        grade.status == WRONG_NOTEBOOK and "the assignment is 01_gradient_descent" in grade.detail
+    )
+
+
+def test_two_submissions_of_one_student_both_graded_latest_counts(batch):
+    first, second = row(batch, "twice__first.ipynb"), row(batch, "twice__second.ipynb")
+    assert first.student == second.student == "twice"
+    assert second.counted and not first.counted
+
+
+def test_gradebook_has_one_row_per_submission(batch):
+    grades, gradebook, _ = batch
+    rows = list(csv.DictReader(gradebook.open()))
+    assert len(rows) == len(grades) == 15
+    assert {"student", "submission", "counted", "status", "ch1.gd_step", "total"} <= set(rows[0])
+
+
+def test_student_id_from_file_name():
+    assert student_id(Path("alice__01_gradient_descent.ipynb")) == "alice"
+    assert student_id(Path("bob.ipynb")) == "bob"
+
+
+def test_hidden_tests_never_reach_exercises_or_the_public_api():
+    import course_lib.grading as grading
+
+    hidden = json.loads((ROOT / "course_lib/grading/data/hidden_cases.json").read_text())
+    assert not any("hidden" in name for name in dir(grading))
+    for path in (ROOT / "exercises").glob("*.ipynb"):
+        text = path.read_text()
+        assert "hidden" not in text.lower()
+        for cases in hidden.values():
+            for case in cases:
+                assert json.dumps(case) not in text
