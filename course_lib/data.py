@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["Split", "digits_split"]
+__all__ = [
+    "Split", "digits_split", "digits_splits", "shapes_dataset", "SHAPES", "sample_photo", "PHOTOS",
+    "image_folder", "load_dataset", "DownloadRequired",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -42,3 +48,187 @@ def digits_split(
         stratify=targets.numpy(),
     )  # fmt: skip
     return Split(inputs[train_idx], targets[train_idx]), Split(inputs[test_idx], targets[test_idx])
+
+
+def digits_splits(
+    *, val_fraction: float = 0.15, test_fraction: float = 0.25, size: int = 8, seed: int = 0
+) -> tuple[Split, Split, Split]:
+    """The digits as ``(train, val, test)`` images of shape (N, 1, size, size), stratified and seeded.
+
+    ``size`` above 8 upscales bilinearly (16 is enough for small CNNs; the information is
+    still that of an 8x8 image). The test split is the same for every ``val_fraction``.
+    """
+    if not 0 < val_fraction < 1 - test_fraction:
+        raise ValueError(
+            f"val_fraction must be between 0 and {1 - test_fraction:g}, got {val_fraction}"
+        )
+    if size < 8:
+        raise ValueError(f"size must be >= 8 (the images are 8x8), got {size}")
+    from sklearn.model_selection import train_test_split
+
+    rest, test = digits_split(test_fraction=test_fraction, seed=seed, flatten=False)
+    train_idx, val_idx = train_test_split(
+        torch.arange(len(rest)).numpy(), test_size=val_fraction / (1 - test_fraction), random_state=seed,
+        stratify=rest.targets.numpy(),
+    )  # fmt: skip
+    splits = (Split(rest.inputs[train_idx], rest.targets[train_idx]),
+              Split(rest.inputs[val_idx], rest.targets[val_idx]), test)  # fmt: skip
+    if size == 8:
+        return splits
+    return tuple(Split(_resize(split.inputs, size), split.targets) for split in splits)
+
+
+def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+
+
+SHAPES = ("circle", "square", "triangle", "ring")
+
+
+def shapes_dataset(count: int, *, size: int = 32, seed: int = 0, textured: bool = True) -> Split:
+    """``count`` procedural colour images (N, 3, size, size) of one of four shapes on a texture.
+
+    The class is the shape (``SHAPES``); position, scale, colours and the background texture
+    (stripes, checkerboard or noise, at random frequency and angle) vary at random, so a
+    model must learn the shape, not the pixels. Seeded: the same seed gives the same images.
+    """
+    if count < 1 or size < 8:
+        raise ValueError(f"count must be >= 1 and size >= 8, got count={count}, size={size}")
+    generator = torch.Generator().manual_seed(seed)
+    targets = torch.randint(len(SHAPES), (count,), generator=generator)
+    coordinates = torch.linspace(-1, 1, size)
+    y, x = torch.meshgrid(coordinates, coordinates, indexing="ij")
+    images = torch.empty(count, 3, size, size)
+    for index in range(count):
+        images[index] = _draw(int(targets[index]), x, y, generator, textured)
+    return Split(images, targets)
+
+
+def _uniform(generator: torch.Generator, low: float, high: float, shape=()) -> torch.Tensor:
+    return low + (high - low) * torch.rand(shape, generator=generator)
+
+
+def _draw(
+    shape: int, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, textured: bool
+) -> torch.Tensor:
+    centre = _uniform(generator, -0.35, 0.35, (2,))
+    radius = float(_uniform(generator, 0.3, 0.55))
+    u, v = x - centre[0], y - centre[1]
+    if shape == 0:  # circle
+        mask = u**2 + v**2 <= radius**2
+    elif shape == 1:  # square
+        mask = (u.abs() <= radius * 0.85) & (v.abs() <= radius * 0.85)
+    elif shape == 2:  # triangle, pointing up
+        mask = (v <= radius * 0.8) & (v >= 2 * u.abs() - radius)
+    else:  # ring
+        distance = (u**2 + v**2).sqrt()
+        mask = (distance <= radius) & (distance >= radius * 0.6)
+    background = _texture(x, y, generator) if textured else torch.zeros_like(x)
+    colour_back, colour_front = (
+        torch.rand(3, generator=generator) * 0.6,
+        0.4 + 0.6 * torch.rand(3, generator=generator),
+    )
+    image = colour_back[:, None, None] * (0.6 + 0.4 * background)
+    return torch.where(mask, colour_front[:, None, None].expand_as(image), image).clamp(0, 1)
+
+
+def _texture(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    kind = int(torch.randint(3, (1,), generator=generator))
+    frequency = float(_uniform(generator, 3, 9))
+    angle = float(_uniform(generator, 0, math.pi))
+    along = x * math.cos(angle) + y * math.sin(angle)
+    if kind == 0:  # stripes
+        return 0.5 + 0.5 * torch.sin(frequency * math.pi * along)
+    if kind == 1:  # checkerboard
+        across = -x * math.sin(angle) + y * math.cos(angle)
+        return ((torch.floor(frequency * along) + torch.floor(frequency * across)) % 2).float()
+    return torch.rand(x.shape, generator=generator)  # noise
+
+
+PHOTOS = {
+    "flower": ("scikit-learn", "flower.jpg"),
+    "china": ("scikit-learn", "china.jpg"),
+    "grace_hopper": ("matplotlib", "grace_hopper.jpg"),
+}
+
+
+def sample_photo(name: str = "flower", size: int | None = 224) -> torch.Tensor:
+    """A real photo shipped inside an installed package, as a (3, H, W) uint8 tensor.
+
+    ``size`` resizes the shorter side (None keeps the original). Offline, no download.
+    """
+    if name not in PHOTOS:
+        raise ValueError(
+            f"no photo {name!r}; the photos shipped with the course's packages are {list(PHOTOS)}"
+        )
+    package, file_name = PHOTOS[name]
+    if package == "scikit-learn":
+        from sklearn.datasets import load_sample_image
+
+        array = load_sample_image(file_name)
+    else:
+        import matplotlib.cbook
+        import matplotlib.image
+
+        with matplotlib.cbook.get_sample_data(file_name) as file:
+            array = matplotlib.image.imread(file, format="jpg")
+    photo = torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+    if size is not None:
+        from torchvision.transforms.v2.functional import resize
+
+        photo = resize(photo, [size], antialias=True)
+    return photo
+
+
+def image_folder(path: str | Path, *, size: int = 64):
+    """Your own photos: ``path/CLASS_NAME/*.jpg`` as a torchvision ImageFolder of (3, size, size) tensors."""
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms import v2
+
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"{folder} is not a folder; put your images in {folder}/<class name>/*.jpg"
+        )
+    if not any(child.is_dir() for child in folder.iterdir()):
+        raise ValueError(
+            f"{folder} has no class folders: ImageFolder expects {folder}/<class name>/<image files>"
+        )
+    transform = v2.Compose(
+        [
+            v2.ToImage(),
+            v2.Resize((size, size), antialias=True),
+            v2.ToDtype(torch.float32, scale=True),
+        ]
+    )
+    return ImageFolder(folder, transform=transform)
+
+
+class DownloadRequired(RuntimeError):
+    """The data set exists only as a download; the course runs offline. The message says what to use."""
+
+
+_DOWNLOAD_ONLY = {
+    "mnist": "digits_splits(size=28)", "fashionmnist": "shapes_dataset(...)", "cifar10": "shapes_dataset(...)",
+    "cifar100": "shapes_dataset(...)", "imagenet": "sample_photo(...) or image_folder(...)",
+}  # fmt: skip
+
+
+def load_dataset(name: str, **options):
+    """The course's data sets by name: ``"digits"`` (train, val, test) or ``"shapes"`` (a Split).
+
+    Names of data sets that need a download (mnist, cifar10, imagenet, ...) raise
+    :class:`DownloadRequired` with the offline alternative, instead of trying the network.
+    """
+    key = name.lower().replace("-", "").replace("_", "")
+    if key == "digits":
+        return digits_splits(**options)
+    if key == "shapes":
+        return shapes_dataset(options.pop("count", 2000), **options)
+    if key in _DOWNLOAD_ONLY:
+        raise DownloadRequired(
+            f"{name} is not shipped with the course and would need a download, which this course never does "
+            f"at run time. Offline alternative: {_DOWNLOAD_ONLY[key]} (real handwritten digits come with "
+            "scikit-learn). To use your own copy, put the images in folders and call image_folder(path)."
+        )
+    raise ValueError(f"unknown data set {name!r}; the course ships 'digits' and 'shapes'")

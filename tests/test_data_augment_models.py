@@ -1,0 +1,138 @@
+import pytest
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+from course_lib.augment import (
+    PRESETS,
+    augmentation,
+    augmentation_controls,
+    augmentation_grid,
+    augmented_samples,
+    horizontal_flip,
+    rescale,
+)
+from course_lib.data import (
+    PHOTOS,
+    SHAPES,
+    DownloadRequired,
+    digits_splits,
+    image_folder,
+    load_dataset,
+    sample_photo,
+    shapes_dataset,
+)
+from course_lib.models import cnn, conv_block, dense_block, mlp
+
+
+def test_digits_splits_are_disjoint_seeded_and_upscaled():
+    train, val, test = digits_splits(size=16)
+    assert len(train) + len(val) + len(test) == 1797
+    assert train.inputs.shape[1:] == (1, 16, 16)
+    again = digits_splits(size=16)[0]
+    assert torch.equal(train.inputs, again.inputs)
+    flat = [tuple(x.flatten().tolist()) for split in (train, val, test) for x in split.inputs]
+    assert len(set(flat)) > 0.99 * len(
+        flat
+    )  # practically no image in two splits (a few digits are duplicates)
+    with pytest.raises(ValueError, match="size must be >= 8"):
+        digits_splits(size=4)
+
+
+def test_shapes_are_seeded_balanced_and_in_range():
+    first, second = shapes_dataset(400, size=24, seed=3), shapes_dataset(400, size=24, seed=3)
+    assert torch.equal(first.inputs, second.inputs) and torch.equal(first.targets, second.targets)
+    assert (
+        first.inputs.shape == (400, 3, 24, 24)
+        and first.inputs.min() >= 0
+        and first.inputs.max() <= 1
+    )
+    assert torch.bincount(first.targets, minlength=len(SHAPES)).min() > 70
+    assert not torch.equal(shapes_dataset(10, seed=4).inputs, shapes_dataset(10, seed=5).inputs)
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_every_shipped_photo_loads_offline(name):
+    photo = sample_photo(name, size=100)
+    assert photo.dtype == torch.uint8 and photo.shape[0] == 3 and min(photo.shape[1:]) == 100
+
+
+def test_download_only_data_sets_get_a_clear_message_not_a_download():
+    with pytest.raises(DownloadRequired, match="never does at run time.*digits_splits"):
+        load_dataset("MNIST")
+    assert len(load_dataset("digits")) == 3 and len(load_dataset("shapes", count=20)) == 20
+    with pytest.raises(ValueError, match="ships 'digits' and 'shapes'"):
+        load_dataset("pets")
+
+
+def test_image_folder_reads_your_own_photos_and_explains_a_wrong_layout(tmp_path):
+    from PIL import Image
+
+    with pytest.raises(FileNotFoundError, match="class name"):
+        image_folder(tmp_path / "missing")
+    with pytest.raises(ValueError, match="no class folders"):
+        image_folder(tmp_path)
+    for label in ("cats", "dogs"):
+        (tmp_path / label).mkdir()
+        write_png(
+            torch.randint(0, 255, (3, 40, 30), dtype=torch.uint8), str(tmp_path / label / "a.png")
+        )
+    data = image_folder(tmp_path, size=32)
+    image, target = data[1]
+    assert data.classes == ["cats", "dogs"] and image.shape == (3, 32, 32) and target == 1
+
+
+def test_rescale_maps_to_unit_range_and_is_not_random():
+    image = torch.randint(0, 256, (3, 20, 20), dtype=torch.uint8)
+    once, twice = rescale()(image), rescale()(image)
+    assert torch.equal(once, twice) and once.dtype == torch.float32
+    assert torch.allclose(once, image.float() / 255)
+
+
+def test_flip_mirrors_and_samples_are_seeded_without_touching_the_callers_rng():
+    image = torch.arange(12, dtype=torch.uint8).reshape(1, 3, 4)
+    flips = {tuple(horizontal_flip()(image).flatten().tolist()) for _ in range(30)}
+    assert flips == {tuple(image.flatten().tolist()), tuple(image.flip(-1).flatten().tolist())}
+    torch.manual_seed(7)
+    expected_next = torch.rand(1)
+    torch.manual_seed(7)
+    a = augmented_samples(sample_photo(size=64), PRESETS["source (all four)"](), count=4, seed=1)
+    assert torch.equal(torch.rand(1), expected_next)
+    assert torch.equal(
+        a, augmented_samples(sample_photo(size=64), PRESETS["source (all four)"](), count=4, seed=1)
+    )
+
+
+def test_grid_figure_and_controls():
+    figure = augmentation_grid(sample_photo(size=48), augmentation(0.3, 0.2, True), count=5)
+    assert isinstance(figure, Figure) and len(figure.axes) >= 6
+    controls = augmentation_controls()
+    assert set(controls.values()) == {"shear_intensity", "zoom_amount", "rotation_degrees", "flip"}
+    augmentation(**controls.values())  # the controls' values are exactly the function's arguments
+
+
+def test_models_are_built_from_blocks_with_the_requested_shape():
+    model = mlp(64, [32, 16], 10, activation="tanh", dropout=0.1, norm="layer")
+    assert model(torch.randn(5, 1, 8, 8)).shape == (5, 10)
+    assert sum(isinstance(m, nn.Tanh) for m in model.modules()) == 2
+    assert mlp(64, [], 10)(torch.randn(2, 64)).shape == (2, 10)  # no hidden layer: linear model
+    network = cnn(3, 4, channels=(8, 16))
+    assert (
+        network(torch.randn(2, 3, 32, 32)).shape
+        == (2, 4)
+        == network(torch.randn(2, 3, 20, 20)).shape
+    )
+    assert isinstance(dense_block(4, 4)[0], nn.Linear) and isinstance(
+        conv_block(1, 4)[0], nn.Conv2d
+    )
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: mlp(64, [0.1], 10), "0.1 units"),
+    (lambda: mlp(64, [32], 10, activation="swish"), "unknown activation"),
+    (lambda: mlp(64, [32], 10, dropout=1.5), "dropout is a probability"),
+    (lambda: cnn(3, 10, channels=(16, 0)), "positive whole numbers"),
+])  # fmt: skip
+def test_bad_model_arguments_are_explained(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
