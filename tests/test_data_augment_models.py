@@ -74,9 +74,8 @@ def test_image_folder_reads_your_own_photos_and_explains_a_wrong_layout(tmp_path
         image_folder(tmp_path)
     for label in ("cats", "dogs"):
         (tmp_path / label).mkdir()
-        write_png(
-            torch.randint(0, 255, (3, 40, 30), dtype=torch.uint8), str(tmp_path / label / "a.png")
-        )
+        pixels = torch.randint(0, 255, (40, 30, 3), dtype=torch.uint8).numpy()
+        Image.fromarray(pixels).save(tmp_path / label / "a.png")
     data = image_folder(tmp_path, size=32)
     image, target = data[1]
     assert data.classes == ["cats", "dogs"] and image.shape == (3, 32, 32) and target == 1
