@@ -107,3 +107,82 @@ def format_table(rows: list[StepTimes]) -> str:
         f"\nworst ratio to torch.optim foreach=False: {worst.vs_single:.2f}x ({worst.optimizer}); target <= 1.20x"
     )
     return "\n".join(lines)
+
+
+# --- fit() against a minimal hand-written loop ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class FitOverhead:
+    variant: str
+    fit_ms: float
+    loop_ms: float
+
+    @property
+    def ratio(self) -> float:
+        return self.fit_ms / self.loop_ms
+
+
+def _fit_bench_setup():
+    from course_lib.data import digits_split
+    from course_lib.models import mlp
+
+    train, _ = digits_split(seed=0)
+    torch.manual_seed(0)
+    return train, mlp(64, [128], 10)
+
+
+def _hand_loop(model, train, epochs: int, batch_size: int) -> list[float]:
+    """The minimal loop: shuffle, forward, loss, backward, step, and record each step's loss."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    loss_fn = nn.CrossEntropyLoss()
+    generator = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(epochs):
+        for batch in torch.randperm(len(train), generator=generator).split(batch_size):
+            optimizer.zero_grad()
+            loss = loss_fn(model(train.inputs[batch]), train.targets[batch])
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    return losses
+
+
+def _fit_run(model, train, epochs: int, batch_size: int, **options) -> None:
+    from course_lib.train import fit
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    fit(model, train, optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(), epochs=epochs,
+        batch_size=batch_size, **options)  # fmt: skip
+
+
+def bench_fit(*, rounds: int = 11, epochs: int = 20, batch_size: int = 64) -> list[FitOverhead]:
+    """Milliseconds per run of fit() (three settings) and of the hand loop, interleaved by round."""
+    import copy
+
+    train, model = _fit_bench_setup()
+    variants = {
+        "fit, defaults (progress bar, accuracy)": {"progress": True},
+        "fit, no progress bar": {"progress": False},
+        "fit, no progress bar, no accuracy": {"progress": False, "accuracy": False},
+    }
+    runs = {name: (lambda m, options=options: _fit_run(m, train, epochs, batch_size, **options))
+            for name, options in variants.items()}  # fmt: skip
+    runs["loop"] = lambda m: _hand_loop(m, train, epochs, batch_size)
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    names = list(runs)
+    for round_number in range(rounds + 1):
+        # rotate the order every round, so no contender always runs first or last
+        for name in names[round_number % len(names) :] + names[: round_number % len(names)]:
+            start = time.perf_counter()
+            runs[name](copy.deepcopy(model))
+            if round_number > 0:  # round 0 warms up allocators and caches
+                samples[name].append(time.perf_counter() - start)
+    loop_ms = statistics.median(samples["loop"]) * 1e3
+    return [FitOverhead(name, statistics.median(samples[name]) * 1e3, loop_ms) for name in variants]
+
+
+def format_fit_table(rows: list[FitOverhead]) -> str:
+    lines = [f"{'variant':<42}{'fit ms':>9}{'loop ms':>9}{'fit / loop':>12}"]
+    lines += [f"{r.variant:<42}{r.fit_ms:>9.1f}{r.loop_ms:>9.1f}{r.ratio:>11.3f}x" for r in rows]
+    return "\n".join(lines) + "\n\ntarget: fit / loop <= 1.05x"

@@ -77,6 +77,10 @@ def _parser() -> argparse.ArgumentParser:
     bench_optim.add_argument("--rounds", type=int, default=7, help="interleaved rounds (median)")
     bench_optim.add_argument("--steps", type=int, default=30, help="steps timed per round")
     bench_optim.set_defaults(run=_bench_optim)
+    bench_fit = bench_commands.add_parser("fit", help="fit() against a minimal hand-written loop")
+    bench_fit.add_argument("--rounds", type=int, default=11, help="interleaved rounds (median)")
+    bench_fit.add_argument("--epochs", type=int, default=20, help="epochs per run")
+    bench_fit.set_defaults(run=_bench_fit)
     return parser
 
 
@@ -140,6 +144,17 @@ def _bench_optim(args: argparse.Namespace) -> int:
     rows = bench_optimizers(rounds=args.rounds, steps=args.steps)
     print(f"Per-step time on a 99,978-parameter MLP, median of {args.rounds} interleaved rounds")
     print(format_table(rows))
+    return EXIT_OK
+
+
+def _bench_fit(args: argparse.Namespace) -> int:
+    from course_lib.bench import bench_fit, format_fit_table
+
+    rows = bench_fit(rounds=args.rounds, epochs=args.epochs)
+    print(
+        f"digits MLP (64-128-10), batch 64, {args.epochs} epochs per run, median of {args.rounds} rounds"
+    )
+    print(format_fit_table(rows))
     return EXIT_OK
 
 

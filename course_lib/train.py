@@ -398,8 +398,10 @@ def _run_epoch(
     started = time.perf_counter()
     model, optimizer = state.model, state.optimizer
     model.train()
-    total_loss, correct = 0.0, 0
-    for batch in torch.randperm(len(inputs), generator=state.generator).split(batch_size):
+    total_loss = 0.0
+    order = torch.randperm(len(inputs), generator=state.generator)
+    predictions = []  # predicted classes per batch: compared with the targets once per epoch
+    for batch in order.split(batch_size):
         optimizer.zero_grad()
         output = model(inputs[batch])
         loss = loss_fn(output, targets[batch])
@@ -416,7 +418,7 @@ def _run_epoch(
             )
         total_loss += value * len(batch)
         if track_accuracy:
-            correct += int((output.argmax(dim=1) == targets[batch]).sum())
+            predictions.append(output.argmax(dim=1))
         state.history.steps.append(
             {"step": state.step, "epoch": state.epoch + 1, "loss": value, "lr": lr}
         )
@@ -427,7 +429,7 @@ def _run_epoch(
     state.epoch += 1
     record = {"epoch": state.epoch, "train_loss": total_loss / len(inputs)}
     if track_accuracy:
-        record["train_accuracy"] = correct / len(inputs)
+        record["train_accuracy"] = (torch.cat(predictions) == targets[order]).float().mean().item()
     if validation is not None:
         record.update(
             {f"val_{k}": v for k, v in evaluate(model, validation, loss_fn, track_accuracy).items()}
