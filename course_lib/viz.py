@@ -14,6 +14,7 @@ from course_lib.landscapes import Landscape
 from course_lib.optim.trajectory import Trajectory
 
 __all__ = [
+    "confusion_matrix_figure",
     "draw_landscape",
     "draw_path",
     "draw_loss_curve",
@@ -114,4 +115,25 @@ def paths_grid_figure(landscape: Landscape, trajectories: dict[str, Trajectory])
         else:
             outcome = f"f = {trajectory.final_loss - landscape.min_value:.2g} after {len(trajectory.losses) - 1} steps"
         axes.set_title(f"{label}\n{outcome}", fontsize=9)
+    return figure
+
+
+def confusion_matrix_figure(
+    matrix, class_names=None, title: str = "Confusion matrix (test set)"
+) -> Figure:
+    """A heat map of ``matrix[true, predicted]`` with the counts written in each cell."""
+    matrix = np.asarray(matrix)
+    names = list(class_names) if class_names is not None else [str(i) for i in range(len(matrix))]
+    figure = Figure(figsize=(5.5, 4.8), layout="constrained")
+    axes = figure.subplots()
+    image = axes.imshow(matrix, cmap="Blues")
+    figure.colorbar(image, ax=axes, label="examples")
+    axes.set(xticks=range(len(names)), yticks=range(len(names)), xticklabels=names, yticklabels=names,
+             xlabel="predicted class", ylabel="true class", title=title)  # fmt: skip
+    threshold = matrix.max() / 2
+    for row in range(len(matrix)):
+        for column in range(len(matrix)):
+            if matrix[row, column]:
+                axes.text(column, row, int(matrix[row, column]), ha="center", va="center", fontsize=7,
+                          color="white" if matrix[row, column] > threshold else "black")  # fmt: skip
     return figure

@@ -247,3 +247,36 @@ def test_progress_bar_can_be_switched_off(digits, capsys):
         progress=False)  # fmt: skip
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+def test_unattached_head_is_caught(digits):
+    train, _ = digits
+    backbone = nn.Sequential(nn.Linear(64, 64), nn.ReLU())  # the head was defined, never attached
+    with pytest.raises(
+        ValueError, match="outputs 64 scores.*only 10 classes: is the classification head attached"
+    ):
+        fit(backbone, train, optimizer=torch.optim.SGD(backbone.parameters()), loss_fn=nn.CrossEntropyLoss(),
+            epochs=1)  # fmt: skip
+
+
+def test_learning_rate_finder_leaves_the_model_alone_and_suggests_a_sane_rate(digits):
+    from course_lib.train import find_learning_rate
+
+    train, _ = digits
+    model = network()
+    before = [p.detach().clone() for p in model.parameters()]
+    search = find_learning_rate(model, train, loss_fn=nn.CrossEntropyLoss(), steps=80)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert len(search.learning_rates) == len(search.losses) <= 80
+    assert search.learning_rates == sorted(search.learning_rates)
+    assert 1e-3 < search.suggestion < 1.0  # SGD on digits: somewhere in the usual range
+    assert search.plot().axes[0].get_xscale() == "log"
+
+
+def test_confusion_matrix_counts_every_example_once(digits):
+    from course_lib.train import confusion_matrix
+
+    _, test = digits
+    matrix = confusion_matrix(network(), test, classes=10)
+    assert matrix.shape == (10, 10) and int(matrix.sum()) == len(test)
+    assert matrix.sum(1).tolist() == torch.bincount(test.targets, minlength=10).tolist()

@@ -155,6 +155,7 @@ def _execute_and_grade(
         output_limit=limits.output_bytes,
         record_timing=False,
         store_widget_state=False,
+        iopub_timeout=30,  # a loaded machine can deliver a cell's output seconds after its reply
     )
     with client.setup_kernel():  # the kernel starts in resources' path: workdir
         _load_grading_code(client)
@@ -163,7 +164,10 @@ def _execute_and_grade(
         with tempfile.TemporaryDirectory(prefix="course-tests-") as tests_cwd:
             results = _run_grading_cell(client, name, hidden, limits, Path(tests_cwd))
     if results is None:
-        grade.status, grade.detail = CRASHED, "the kernel died or timed out while the tests ran"
+        grade.status = CRASHED
+        grade.detail = (
+            "the kernel died or timed out while the tests ran, or their results never arrived"
+        )
         return
     grade.results = results
     for result in results:
