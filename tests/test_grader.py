@@ -152,7 +152,7 @@ def test_exception_at_import_is_reported_and_the_rest_still_graded(batch):
 
 def test_endless_loop_times_out_and_what_was_defined_is_graded(batch):
     grade = row(batch, "endless__01.ipynb")
-    assert grade.status == TIMEOUT and "time limit" in grade.detail
+    assert grade.status == TIMEOUT and "time limit" in grade.detail, grade.detail
     assert grade.points["ch1.gd_step"] == 1.0  # defined before the loop
 
 
@@ -215,7 +215,18 @@ def test_hidden_tests_never_reach_exercises_or_the_public_api():
     assert not any("hidden" in name for name in dir(grading))
     for path in (ROOT / "exercises").glob("*.ipynb"):
         text = path.read_text()
-        assert "hidden" not in text.lower()
+        assert "hidden_cases" not in text and "COURSE_HIDDEN_TESTS" not in text
         for cases in hidden.values():
             for case in cases:
                 assert json.dumps(case) not in text
+
+
+def test_chapter_3_solution_scores_full_points_with_hidden_cases(tmp_path):
+    from course_lib.grading.batch import grade_submission
+
+    path = tmp_path / "carol__03.ipynb"
+    nbformat.write(solved("03_training_a_network"), path)
+    grade = grade_submission(path, Limits(cell_timeout=30, wall_limit=120))
+    assert grade.status == OK, grade.detail
+    assert grade.total == grade.max_points == 4
+    assert all(len(result["cases"]) >= 2 for result in grade.results)  # public + hidden

@@ -84,3 +84,53 @@ def test_momentum_dampening_mistake_is_explained(capsys):
         capsys, "ch2.momentum_step", momentum_step
     )
     assert torch.is_grad_enabled()
+
+
+def test_softmax_left_in_the_classifier_is_named(capsys):
+    from torch import nn
+
+    def build_classifier(inputs, hidden, classes):
+        return nn.Sequential(
+            nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, classes), nn.Softmax(dim=1)
+        )
+
+    assert "remove the softmax" in report(capsys, "ch3.build_classifier", build_classifier)
+
+
+def test_classifier_without_activation_is_named(capsys):
+    from torch import nn
+
+    def build_classifier(inputs, hidden, classes):
+        return nn.Sequential(nn.Linear(inputs, hidden), nn.Linear(hidden, classes))
+
+    assert "put nn.ReLU() between them" in report(capsys, "ch3.build_classifier", build_classifier)
+
+
+def test_accuracy_as_a_count_is_named(capsys):
+    text = report(
+        capsys, "ch3.accuracy", lambda logits, targets: (logits.argmax(1) == targets).sum().item()
+    )
+    assert "divide by the number of examples" in text
+
+
+def test_forgotten_zero_grad_and_step_are_named(capsys):
+    def no_zero_grad(model, inputs, targets, optimizer, loss_fn, batch_size):
+        total = 0.0
+        for start in range(0, len(inputs), batch_size):
+            loss = loss_fn(
+                model(inputs[start : start + batch_size]), targets[start : start + batch_size]
+            )
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(inputs[start : start + batch_size])
+        return total / len(inputs)
+
+    def no_step(model, inputs, targets, optimizer, loss_fn, batch_size):
+        loss = loss_fn(model(inputs), targets)
+        loss.backward()
+        return loss.item()
+
+    assert "call optimizer.zero_grad() before each backward()" in report(
+        capsys, "ch3.train_one_epoch", no_zero_grad
+    )
+    assert "call optimizer.step()" in report(capsys, "ch3.train_one_epoch", no_step)

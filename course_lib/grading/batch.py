@@ -155,19 +155,16 @@ def _execute_and_grade(
         output_limit=limits.output_bytes,
         record_timing=False,
         store_widget_state=False,
-        iopub_timeout=30,  # a loaded machine can deliver a cell's output seconds after its reply
     )
     with client.setup_kernel():  # the kernel starts in resources' path: workdir
         _load_grading_code(client)
         if not _run_cells(grade, client, notebook, deadline):
             return
         with tempfile.TemporaryDirectory(prefix="course-tests-") as tests_cwd:
-            results = _run_grading_cell(client, name, hidden, limits, Path(tests_cwd))
+            results, problem = _run_grading_cell(client, name, hidden, limits, Path(tests_cwd))
     if results is None:
         grade.status = CRASHED
-        grade.detail = (
-            "the kernel died or timed out while the tests ran, or their results never arrived"
-        )
+        grade.detail = "; ".join(part for part in (grade.detail, problem) if part)
         return
     grade.results = results
     for result in results:
@@ -211,12 +208,14 @@ def _run_cells(grade: Grade, client: _GradingClient, notebook, deadline: float) 
         try:
             client.execute_cell(cell, index)
         except CellTimeoutError:
-            client.interrupt()
             grade.status, grade.detail = (
                 TIMEOUT,
                 f"cell {index} ran past its time limit (an endless loop?)",
             )
-            return True
+            if client.interrupt_until_idle():
+                return True
+            grade.detail += "; the kernel did not respond to interrupts, so nothing could be graded"
+            return False
         except DeadKernelError:
             grade.status = CRASHED
             grade.detail = f"the kernel died in cell {index} (os._exit, a crash, or out of memory)"
@@ -228,21 +227,24 @@ def _run_cells(grade: Grade, client: _GradingClient, notebook, deadline: float) 
 
 
 def _run_grading_cell(
-    client: _GradingClient, name: str, hidden: dict, limits: Limits, cwd: Path
-) -> list[dict] | None:
-    """Run public and hidden tests in the submission's kernel; read results behind a fresh marker.
+    client: _GradingClient, name: str, hidden: dict, limits: Limits, folder: Path
+) -> tuple[list[dict] | None, str]:
+    """Run public and hidden tests in the submission's kernel; read their results from a file.
 
-    The tests run in ``cwd``, a fresh folder, whatever the learner's code did to its own.
+    ``folder`` is fresh (made after the learner's code ran) and the file name is random, so the
+    learner's code could not have prepared the results. The tests also run in ``folder``,
+    whatever the learner's code did to its own working directory.
+    Returns ``(results, "")``, or ``(None, why)`` when no results came back.
     """
-    marker = f"COURSE-GRADE-{secrets.token_hex(16)}:"
     from course_lib.grading.registry import NOTEBOOK_EXERCISES
 
+    results_path = folder / f"results-{secrets.token_hex(16)}.json"
     relevant = {exercise.id: hidden.get(exercise.id, []) for exercise in NOTEBOOK_EXERCISES[name]}
     code = (  # modules loaded by _load_grading_code, reached through sys.modules: no import here
-        f"__import__('os').chdir({str(cwd)!r})\n"
+        f"__import__('os').chdir({str(folder)!r})\n"
         "__import__('sys').modules['course_lib.grading.runner'].grade_namespace(globals(), "
         f"__import__('sys').modules['course_lib.grading.registry'].NOTEBOOK_EXERCISES[{name!r}], "
-        f"__import__('json').loads({json.dumps(relevant)!r}), {marker!r})"
+        f"__import__('json').loads({json.dumps(relevant)!r}), {str(results_path)!r})"
     )
     cell = nbformat.v4.new_code_cell(code)
     client.nb.cells.append(cell)  # nbclient stores outputs by the cell's index in the notebook
@@ -250,13 +252,16 @@ def _run_grading_cell(
     client.timeout_func = lambda cell: limits.cell_timeout + 60
     try:
         client.execute_cell(cell, len(client.nb.cells) - 1)
-    except (CellTimeoutError, DeadKernelError):
-        return None
-    for output in cell.get("outputs", []):
-        for line in output.get("text", "").splitlines():
-            if line.startswith(marker):
-                return json.loads(line[len(marker) :])
-    return None
+    except CellTimeoutError:
+        return None, f"the tests ran past {limits.cell_timeout + 60:g} s"
+    except DeadKernelError:
+        return None, "the kernel died while the tests ran"
+    if results_path.exists():
+        return json.loads(results_path.read_text(encoding="utf-8")), ""
+    errors = [out for out in cell.get("outputs", []) if out.get("output_type") == "error"]
+    if errors:
+        return None, f"the tests could not run: {errors[0].get('ename')}: {errors[0].get('evalue')}"
+    return None, "the tests wrote no results"
 
 
 class _GradingClient(NotebookClient):
@@ -276,11 +281,24 @@ class _GradingClient(NotebookClient):
             return None
         return super().output(outs, msg, display_id, cell_index)
 
-    def interrupt(self) -> None:
+    def interrupt_until_idle(self, attempts: int = 3, wait: float = 10.0) -> bool:
+        """Interrupt the kernel until a trivial cell runs again; False if it never does."""
         from jupyter_core.utils import run_sync
 
-        run_sync(self.km.interrupt_kernel)()
-        time.sleep(0.5)
+        for _ in range(attempts):
+            run_sync(self.km.interrupt_kernel)()
+            probe = nbformat.v4.new_code_cell("pass")
+            self.nb.cells.append(probe)
+            saved, self.timeout_func = self.timeout_func, lambda cell: wait
+            try:
+                self.execute_cell(probe, len(self.nb.cells) - 1)
+                return True
+            except CellTimeoutError:
+                continue
+            finally:
+                self.timeout_func = saved
+                self.nb.cells.pop()  # the probe is always the last cell
+        return False
 
 
 def grade_batch(paths: list[Path], *, jobs: int = 2, limits: Limits = Limits(),

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from course_lib.grading import ch01, ch02
+from course_lib.grading import ch01, ch02, ch03
 from course_lib.grading.spec import Exercise
 
 # notebook (file stem in solutions/ and exercises/) -> its exercises, in notebook order
 NOTEBOOK_EXERCISES: dict[str, list[Exercise]] = {
     "01_gradient_descent": ch01.EXERCISES,
     "02_optimizers": ch02.EXERCISES,
+    "03_training_a_network": ch03.EXERCISES,
 }
 EXERCISES: dict[str, Exercise] = {
     exercise.id: exercise for exercises in NOTEBOOK_EXERCISES.values() for exercise in exercises

@@ -108,9 +108,12 @@ def report(result: ExerciseResult, general_hint: str = "") -> str:
 
 
 def grade_namespace(
-    namespace: dict, exercises: list[Exercise], hidden: dict[str, list[dict]], marker: str
+    namespace: dict, exercises: list[Exercise], hidden: dict[str, list[dict]], results_path: str
 ) -> None:
-    """Grader side, run inside a submission's kernel: print ``marker`` + JSON of every result."""
+    """Grader side, run inside a submission's kernel: write every result as JSON to ``results_path``.
+
+    A file, not printed output: it arrives even when the kernel's output stream is busy or lost.
+    """
     results = []
     for exercise in exercises:
         cases = exercise.public_cases() + [
@@ -118,7 +121,7 @@ def grade_namespace(
         ]
         learner_object = namespace.get(exercise.function_name)
         results.append(asdict(run_exercise(exercise, learner_object, cases)))
-    print(marker + json.dumps(results))
+    Path(results_path).write_text(json.dumps(results), encoding="utf-8")
 
 
 class _CaseTimeout(Exception):

@@ -110,12 +110,20 @@ def compare_with_reference(
         if close(got, expected, tolerance):
             return Verdict(True)
         for mistake in mistakes:
-            if close(got, mistake.wrong(*_copies(inputs)), tolerance):
+            if close(got, _answer_of(mistake, inputs), tolerance):
                 return Verdict(False, describe(expected), describe(got), mistake.hint)
         hint = shape_hint if _shape_differs(got, expected) else ""
         return Verdict(False, describe(expected), describe(got), hint)
 
     return check
+
+
+def _answer_of(mistake: Mistake, inputs: tuple) -> Any:
+    """What the mistake would return; None when the mistaken code would itself fail."""
+    try:
+        return mistake.wrong(*_copies(inputs))
+    except Exception:
+        return None
 
 
 def _copies(inputs: tuple) -> tuple:
