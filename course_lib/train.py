@@ -361,13 +361,16 @@ def fit(
     resume_from: str | os.PathLike | None = None,
     progress: bool = True,
     accuracy: bool | None = None,
+    augment=None,
 ) -> History:
     """Train ``model`` for ``epochs`` epochs of shuffled mini-batches; return the History.
 
     Records the loss and learning rate of every step, and per epoch the training loss (the
     mean over the epoch's batches), validation loss, accuracy (for class-index targets, unless
     ``accuracy=False``) and seconds. ``resume_from`` continues a run saved by a Checkpoint
-    callback: the final weights equal those of an uninterrupted run.
+    callback: the final weights equal those of an uninterrupted run. ``augment`` (for example
+    ``course_lib.augment.augmentation(...)``) transforms each training image anew every time
+    it is drawn; validation data is never augmented.
 
     Raises:
         ValueError: empty data, inputs and targets of different lengths, or a model output
@@ -389,7 +392,15 @@ def fit(
     try:
         while state.epoch < epochs:
             if _run_epoch(
-                state, inputs, targets, validation, loss_fn, batch_size, track_accuracy, bar
+                state,
+                inputs,
+                targets,
+                validation,
+                loss_fn,
+                batch_size,
+                track_accuracy,
+                bar,
+                augment,
             ):
                 break
     finally:
@@ -398,7 +409,7 @@ def fit(
 
 
 def _run_epoch(
-    state, inputs, targets, validation, loss_fn, batch_size, track_accuracy, bar
+    state, inputs, targets, validation, loss_fn, batch_size, track_accuracy, bar, augment
 ) -> bool:
     """One epoch; True when a callback asks to stop."""
     started = time.perf_counter()
@@ -409,7 +420,10 @@ def _run_epoch(
     predictions = []  # predicted classes per batch: compared with the targets once per epoch
     for batch in order.split(batch_size):
         optimizer.zero_grad()
-        output = model(inputs[batch])
+        batch_inputs = inputs[batch]
+        if augment is not None:  # a fresh random transform per image, every time it is drawn
+            batch_inputs = torch.stack([augment(image) for image in batch_inputs])
+        output = model(batch_inputs)
         loss = loss_fn(output, targets[batch])
         loss.backward()
         optimizer.step()

@@ -280,3 +280,34 @@ def test_confusion_matrix_counts_every_example_once(digits):
     matrix = confusion_matrix(network(), test, classes=10)
     assert matrix.shape == (10, 10) and int(matrix.sum()) == len(test)
     assert matrix.sum(1).tolist() == torch.bincount(test.targets, minlength=10).tolist()
+
+
+def test_augmentation_applies_to_training_batches_only_and_keeps_resume_exact(tmp_path):
+    from course_lib.augment import augmentation
+    from course_lib.data import shapes_dataset
+    from course_lib.models import cnn
+
+    train, val = shapes_dataset(64, size=16, seed=0), shapes_dataset(32, size=16, seed=1)
+    calls = []
+
+    def counting(image):
+        calls.append(image.shape)
+        return augmentation(shear_intensity=0.2, flip=True)(image)
+
+    def run(epochs, resume=None, path=None):
+        seed_everything(0)
+        model = cnn(3, 4, channels=(4,))
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+        fit(model, train, val, optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(), epochs=epochs, batch_size=16,
+            augment=counting, callbacks=[Checkpoint(path or tmp_path / "a.pt")], resume_from=resume,
+            progress=False)  # fmt: skip
+        return model
+
+    full = run(2, path=tmp_path / "full.pt")
+    assert len(calls) == 2 * len(train)  # every training image once per epoch, no validation image
+    run(1, path=tmp_path / "half.pt")
+    resumed = run(2, resume=tmp_path / "half.pt", path=tmp_path / "half.pt")
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(full.state_dict().values(), resumed.state_dict().values(), strict=True)
+    )
