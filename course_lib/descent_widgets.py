@@ -6,6 +6,8 @@ only wire the two together (see course_lib.widgets).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import ipywidgets as widgets
 from matplotlib.figure import Figure
 
@@ -56,6 +58,7 @@ def landscape_named(surface: str) -> Landscape:
 # --- chapter 1: one gradient-descent run ----------------------------------------------------
 
 
+@lru_cache(maxsize=32)  # the figure and the summary of one slider position share one run
 def gd_run(surface: str, lr: float, steps: int, start_x: float, start_y: float) -> Trajectory:
     return run_on_landscape(
         landscape_named(surface), SGD, lr=lr, steps=steps, start=(start_x, start_y)
@@ -65,8 +68,9 @@ def gd_run(surface: str, lr: float, steps: int, start_x: float, start_y: float) 
 def gd_figure(surface: str, lr: float, steps: int, start_x: float, start_y: float) -> Figure:
     """The gradient-descent path on ``surface`` and its loss per step."""
     landscape = landscape_named(surface)
-    trajectory = gd_run(surface, lr, steps, start_x, start_y)
-    return paths_figure(landscape, {f"GD, lr = {lr:.3g}": trajectory})
+    return paths_figure(
+        landscape, {f"GD, lr = {lr:.3g}": gd_run(surface, lr, steps, start_x, start_y)}
+    )
 
 
 def gd_summary(surface: str, lr: float, steps: int, start_x: float, start_y: float) -> str:
@@ -101,6 +105,7 @@ def gd_controls(surface: str = "quadratic bowl", lr: float = 0.05, steps: int = 
 # --- chapter 2: the optimizer race -----------------------------------------------------------
 
 
+@lru_cache(maxsize=32)  # the figure and the table of one setting share one race
 def race(
     surface: str, racers: tuple[str, ...], steps: int, lr_scale: float = 1.0
 ) -> dict[str, Trajectory]:

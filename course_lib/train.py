@@ -344,6 +344,11 @@ def _check_loss_fits(
         ) from None
 
 
+def _tracks_accuracy(targets: torch.Tensor, accuracy: bool | None) -> bool:
+    """Accuracy is measured for class-index targets, unless the caller says otherwise."""
+    return (not targets.is_floating_point()) if accuracy is None else accuracy
+
+
 # --- the loop ------------------------------------------------------------------------------
 
 
@@ -382,7 +387,7 @@ def fit(
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     _check_loss_fits(model, loss_fn, inputs, targets)
-    track_accuracy = (not targets.is_floating_point()) if accuracy is None else accuracy
+    track_accuracy = _tracks_accuracy(targets, accuracy)
     state = TrainingState(model, optimizer, History(), callbacks=list(callbacks),
                           generator=torch.Generator().manual_seed(seed))  # fmt: skip
     if resume_from is not None:
@@ -469,6 +474,7 @@ def evaluate(model: nn.Module, data, loss_fn=None, accuracy: bool | None = None,
              batch_size: int = 512) -> dict[str, float]:  # fmt: skip
     """Loss (if ``loss_fn``) and accuracy (for class-index targets) of ``model`` on ``data``, in eval mode."""
     inputs, targets = _as_tensors(data, "data")
+    track_accuracy = _tracks_accuracy(targets, accuracy)
     was_training = model.training
     model.eval()
     total_loss, correct = 0.0, 0
@@ -477,13 +483,13 @@ def evaluate(model: nn.Module, data, loss_fn=None, accuracy: bool | None = None,
         batch_targets = targets[start : start + batch_size]
         if loss_fn is not None:
             total_loss += loss_fn(output, batch_targets).item() * len(batch_targets)
-        if accuracy if accuracy is not None else not targets.is_floating_point():
+        if track_accuracy:
             correct += int((output.argmax(dim=1) == batch_targets).sum())
     model.train(was_training)
     result = {}
     if loss_fn is not None:
         result["loss"] = total_loss / len(inputs)
-    if accuracy if accuracy is not None else not targets.is_floating_point():
+    if track_accuracy:
         result["accuracy"] = correct / len(inputs)
     return result
 

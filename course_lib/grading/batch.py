@@ -332,13 +332,11 @@ def expand_submissions(paths: list[Path]) -> list[Path]:
 
 
 def _mark_counted(grades: list[Grade], submissions: list[Path]) -> None:
+    keys = [(path.stat().st_mtime if path.exists() else 0.0, path.name) for path in submissions]
     latest: dict[str, tuple[float, str]] = {}
-    for grade, path in zip(grades, submissions, strict=True):
-        key = (path.stat().st_mtime if path.exists() else 0.0, path.name)
-        if grade.student not in latest or key > latest[grade.student]:
-            latest[grade.student] = key
-    for grade, path in zip(grades, submissions, strict=True):
-        key = (path.stat().st_mtime if path.exists() else 0.0, path.name)
+    for grade, key in zip(grades, keys, strict=True):
+        latest[grade.student] = max(key, latest.get(grade.student, key))
+    for grade, key in zip(grades, keys, strict=True):
         grade.counted = key == latest[grade.student]
 
 

@@ -9,7 +9,7 @@ saying "wrong".
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -50,7 +50,6 @@ class Exercise:
     make_case: Callable[[dict], Case]
     public_params: Sequence[dict]
     general_hint: str = ""
-    tags: tuple[str, ...] = field(default=())
 
     def public_cases(self) -> list[Case]:
         return [self.make_case(params) for params in self.public_params]

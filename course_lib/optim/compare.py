@@ -28,10 +28,12 @@ __all__ = [
 def small_mlp(
     inputs: int = 64, hidden: int = 32, classes: int = 10, seed: int = 0
 ) -> nn.Sequential:
-    """Linear -> ReLU -> Linear, initialized from ``seed`` (so every optimizer starts equal)."""
+    """``course_lib.models.mlp`` with one hidden layer, initialized from ``seed`` (every optimizer starts equal)."""
+    from course_lib.models import mlp
+
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, classes))
+    model = mlp(inputs, [hidden], classes)
     torch.random.set_rng_state(generator_state)
     return model
 
