@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "Split", "digits_split", "digits_splits", "shapes_dataset", "SHAPES", "sample_photo", "PHOTOS",
-    "image_folder", "load_dataset", "DownloadRequired",
+    "image_folder", "load_dataset", "DownloadRequired", "per_class_subset", "with_wrong_labels",
 ]  # fmt: skip
 
 
@@ -76,6 +76,45 @@ def digits_splits(
     if size == 8:
         return splits
     return tuple(Split(_resize(split.inputs, size), split.targets) for split in splits)
+
+
+def per_class_subset(split: Split, per_class: int, *, seed: int = 0) -> Split:
+    """``per_class`` examples of every class, drawn at random (seeded) from ``split``."""
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1, got {per_class}")
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for label in split.targets.unique().tolist():
+        members = (split.targets == label).nonzero().flatten()
+        if len(members) < per_class:
+            raise ValueError(
+                f"class {label} has only {len(members)} examples, fewer than per_class={per_class}"
+            )
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
+    order = torch.cat(chosen)
+    return Split(split.inputs[order], split.targets[order])
+
+
+def with_wrong_labels(split: Split, fraction: float, *, seed: int = 0) -> Split:
+    """A copy of ``split`` where a random ``fraction`` of the labels is replaced by a wrong class.
+
+    Hand-labelled data sets have such mistakes (a few percent up to tens of percent); a
+    network big enough to memorise them learns the mistakes too. Exactly
+    ``round(fraction * len(split))`` labels change, each to another class chosen at random.
+    """
+    if not 0 <= fraction <= 1:
+        raise ValueError(f"fraction must be between 0 and 1, got {fraction}")
+    classes = int(split.targets.max()) + 1
+    if classes < 2:
+        raise ValueError("wrong labels need at least two classes")
+    generator = torch.Generator().manual_seed(seed)
+    wrong = torch.randperm(len(split), generator=generator)[: round(fraction * len(split))]
+    targets = split.targets.clone()
+    shift = torch.randint(
+        1, classes, (len(wrong),), generator=generator
+    )  # 1..classes-1: never the same class
+    targets[wrong] = (targets[wrong] + shift) % classes
+    return Split(split.inputs, targets)
 
 
 def _resize(images: torch.Tensor, size: int) -> torch.Tensor:

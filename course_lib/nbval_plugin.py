@@ -6,7 +6,8 @@ cell, this plugin compares the SHA-256 of each PNG the cell just produced with t
 stored by ``course notebooks refresh``, and fails the cell when they differ.
 
 It also makes notebooks under test run on the CPU (``COURSE_DEVICE=cpu``) unless the
-variable is already set, so stored outputs do not depend on a GPU being present.
+variable is already set, so stored outputs do not depend on a GPU being present, and runs
+kernels with one thread, as ``course notebooks refresh`` does (see ``course_lib.notebooks``).
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import os
 
 import pytest
 
-from course_lib.notebooks import png_digests
+from course_lib.notebooks import KERNEL_THREADS, png_digests
 
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("COURSE_DEVICE", "cpu")  # kernels inherit it when they start
+    os.environ.update(KERNEL_THREADS)  # the thread count the stored outputs were computed with
 
 
 @pytest.hookimpl(trylast=True)

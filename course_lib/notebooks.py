@@ -12,6 +12,12 @@ top-to-bottom run in a fresh kernel, and only when that run is sound:
 
 Volatile metadata (per-cell timings, widget state, the Python patch version) is stripped so a
 refresh on another day or machine changes only what the code prints.
+
+Kernels run with one CPU thread (``KERNEL_THREADS``), when refreshing and under nbval alike
+(the nbval plugin sets the same variables). Two reasons: float sums come out in a different
+order with a different thread count, so 100 epochs of training end a few tenths of a point
+apart and stored outputs would not match; and ``make test`` runs two kernels at once on two
+cores, where two threads each made small-tensor training cells 5x slower or more.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ RAISES_TAG = "raises-exception"
 IGNORE_OUTPUT_TAG = "nbval-ignore-output"
 NOTEBOOK_BUDGET_SECONDS = 60
 _VOLATILE_CELL_METADATA = ("execution", "ExecuteTime", "collapsed", "scrolled")
+KERNEL_THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 _KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 
 
@@ -197,7 +204,7 @@ def _execute(notebook, path: Path, cell_timeout: int, on_cell_done) -> None:
         on_cell_executed=count_cell,
     )
     try:
-        client.execute()
+        client.execute(env={**os.environ, **KERNEL_THREADS})
     except CellTimeoutError as exc:
         raise NotebookRefreshError(
             f"{path}: a cell ran longer than {cell_timeout} s; not written. {_last_line(exc)}"

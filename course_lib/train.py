@@ -26,6 +26,8 @@ from matplotlib.figure import Figure
 from torch import nn
 from tqdm.auto import tqdm
 
+from course_lib.augment import BatchAugmentation
+
 __all__ = [
     "LearningRateSearch", "find_learning_rate", "confusion_matrix",
     "History", "fit", "evaluate", "Callback", "EarlyStopping", "LearningRateSchedule", "Checkpoint",
@@ -92,12 +94,17 @@ class History:
 
 
 class Callback:
-    """Hooks into ``fit``; return True from ``on_epoch_end`` to stop training."""
+    """Hooks into ``fit``; return True from ``on_epoch_end`` to stop training.
+
+    ``on_train_end`` runs once after the last epoch (also after an early stop).
+    """
 
     def on_step_end(self, state: TrainingState) -> None: ...
 
     def on_epoch_end(self, state: TrainingState) -> bool:
         return False
+
+    def on_train_end(self, state: TrainingState) -> None: ...
 
     def state_dict(self) -> dict:
         return {}
@@ -119,7 +126,8 @@ class TrainingState:
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
 
-    With ``restore_best`` the model gets back the weights of its best epoch.
+    With ``restore_best`` the model gets back the weights of its best epoch, when it stops
+    early and also when training reaches its last epoch without stopping.
     """
 
     def __init__(self, monitor: str = "val_loss", patience: int = 3, min_delta: float = 0.0,
@@ -146,13 +154,15 @@ class EarlyStopping(Callback):
         self.waited += 1
         if self.waited < self.patience:
             return False
-        if self.restore_best and self.best_weights is not None:
-            state.model.load_state_dict(self.best_weights)
         state.history.stop_reason = (
             f"early stopping: {self.monitor} did not improve for {self.patience} epochs "
             f"(best {self.best:.4g} at epoch {self.best_epoch})"
         )
         return True
+
+    def on_train_end(self, state: TrainingState) -> None:
+        if self.restore_best and self.best_weights is not None:
+            state.model.load_state_dict(self.best_weights)
 
     def state_dict(self) -> dict:
         return {
@@ -373,9 +383,10 @@ def fit(
     Records the loss and learning rate of every step, and per epoch the training loss (the
     mean over the epoch's batches), validation loss, accuracy (for class-index targets, unless
     ``accuracy=False``) and seconds. ``resume_from`` continues a run saved by a Checkpoint
-    callback: the final weights equal those of an uninterrupted run. ``augment`` (for example
-    ``course_lib.augment.augmentation(...)``) transforms each training image anew every time
-    it is drawn; validation data is never augmented.
+    callback: the final weights equal those of an uninterrupted run. ``augment`` (a
+    ``course_lib.augment.BatchAugmentation``, fast, or any per-image transform such as
+    ``augmentation(...)``) transforms each training image anew every time it is drawn;
+    validation data is never augmented.
 
     Raises:
         ValueError: empty data, inputs and targets of different lengths, or a model output
@@ -408,6 +419,8 @@ def fit(
                 augment,
             ):
                 break
+        for callback in state.callbacks:
+            callback.on_train_end(state)  # e.g. early stopping puts back the best weights
     finally:
         bar.close()
     return state.history
@@ -427,7 +440,7 @@ def _run_epoch(
         optimizer.zero_grad()
         batch_inputs = inputs[batch]
         if augment is not None:  # a fresh random transform per image, every time it is drawn
-            batch_inputs = torch.stack([augment(image) for image in batch_inputs])
+            batch_inputs = _augmented(augment, batch_inputs)
         output = model(batch_inputs)
         loss = loss_fn(output, targets[batch])
         loss.backward()
@@ -467,6 +480,14 @@ def _run_epoch(
     for callback in state.callbacks:
         stop = callback.on_epoch_end(state) or stop
     return stop
+
+
+def _augmented(augment, images: torch.Tensor) -> torch.Tensor:
+    if isinstance(augment, BatchAugmentation):
+        return augment(images)  # draws one transform per image itself, in one call
+    return torch.stack(
+        [augment(image) for image in images]
+    )  # a torchvision transform: image by image
 
 
 @torch.no_grad()

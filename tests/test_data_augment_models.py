@@ -1,16 +1,23 @@
+import math
+
 import pytest
 import torch
 from matplotlib.figure import Figure
 from torch import nn
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
 from course_lib.augment import (
     PRESETS,
+    BatchAugmentation,
     augmentation,
     augmentation_controls,
     augmentation_grid,
     augmented_samples,
     horizontal_flip,
     rescale,
+    sampling_matrices,
+    warp,
 )
 from course_lib.data import (
     PHOTOS,
@@ -19,8 +26,10 @@ from course_lib.data import (
     digits_splits,
     image_folder,
     load_dataset,
+    per_class_subset,
     sample_photo,
     shapes_dataset,
+    with_wrong_labels,
 )
 from course_lib.models import cnn, conv_block, dense_block, mlp
 
@@ -135,3 +144,71 @@ def test_models_are_built_from_blocks_with_the_requested_shape():
 def test_bad_model_arguments_are_explained(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
+@pytest.mark.parametrize(("angle", "shear", "scale", "flip"),
+                         [(0, 0, 1.0, False), (30, 0, 1.0, False), (0, 15, 1.0, False), (0, 0, 0.8, False),
+                          (-20, 10, 1.2, True)])  # fmt: skip
+def test_batch_warp_equals_torchvision_affine(angle, shear, scale, flip, interpolation):
+    image = torch.rand(
+        3, 12, 20, generator=torch.Generator().manual_seed(0)
+    )  # not square, on purpose
+    mode = {"bilinear": v2.InterpolationMode.BILINEAR, "nearest": v2.InterpolationMode.NEAREST}[
+        interpolation
+    ]
+    expected = TF.affine(
+        image, angle=angle, translate=[0, 0], scale=scale, shear=[shear, 0.0], interpolation=mode
+    )
+    if flip:
+        expected = TF.horizontal_flip(expected)
+    matrices = sampling_matrices(torch.tensor([math.radians(angle)]), torch.tensor([math.radians(shear)]),
+                                 torch.tensor([scale]), torch.tensor([flip]))  # fmt: skip
+    got = warp(image[None], matrices, interpolation)[0]
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_batch_augmentation_draws_one_transform_per_image_within_its_ranges():
+    images = torch.rand(1, 1, 9, 9).expand(64, 1, 9, 9).contiguous()
+    torch.manual_seed(0)
+    flipped = BatchAugmentation(flip=True)(images)
+    mirrored = torch.tensor([torch.allclose(a, images[0].flip(-1), atol=1e-6) for a in flipped])
+    untouched = torch.tensor([torch.allclose(a, images[0], atol=1e-6) for a in flipped])
+    assert (mirrored | untouched).all() and 10 < int(
+        mirrored.sum()
+    ) < 54  # each image decides for itself
+    assert torch.allclose(
+        BatchAugmentation()(images), images, atol=1e-6
+    )  # everything off: the identity
+    warped = BatchAugmentation(rotation_degrees=20, zoom_amount=0.2)(images)
+    assert len({tuple(a.flatten().tolist()) for a in warped}) == 64  # 64 different transforms
+    single = BatchAugmentation(rotation_degrees=20)(images[0])
+    assert single.shape == images[0].shape
+
+
+def test_batch_augmentation_explains_bad_input():
+    with pytest.raises(ValueError, match="zoom_amount"):
+        BatchAugmentation(zoom_amount=1.5)
+    with pytest.raises(ValueError, match=r"float images of shape \(N, C, H, W\)"):
+        BatchAugmentation(flip=True)(torch.zeros(4, 8, 8, dtype=torch.uint8))
+
+
+def test_per_class_subset_takes_the_same_number_of_each_class_seeded():
+    train, _, _ = digits_splits(seed=0)
+    subset = per_class_subset(train, 7, seed=3)
+    assert torch.bincount(subset.targets).tolist() == [7] * 10
+    assert torch.equal(subset.inputs, per_class_subset(train, 7, seed=3).inputs)
+    assert not torch.equal(subset.inputs, per_class_subset(train, 7, seed=4).inputs)
+    with pytest.raises(ValueError, match="fewer than per_class"):
+        per_class_subset(train, 10_000)
+
+
+def test_wrong_labels_change_exactly_the_requested_fraction_to_other_classes():
+    train, _, _ = digits_splits(seed=0)
+    noisy = with_wrong_labels(train, 0.25, seed=1)
+    changed = noisy.targets != train.targets
+    assert int(changed.sum()) == round(0.25 * len(train))  # never "changed" to the same class
+    assert torch.equal(noisy.inputs, train.inputs) and noisy.targets.max() <= 9
+    assert torch.equal(with_wrong_labels(train, 0.0).targets, train.targets)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        with_wrong_labels(train, 1.5)

@@ -134,3 +134,86 @@ def test_forgotten_zero_grad_and_step_are_named(capsys):
         capsys, "ch3.train_one_epoch", no_zero_grad
     )
     assert "call optimizer.step()" in report(capsys, "ch3.train_one_epoch", no_step)
+
+
+def solution_dropout(x, p, training):
+    return x * (torch.rand_like(x) >= p) / (1 - p) if training else x
+
+
+@pytest.mark.parametrize(
+    "wrong, words",
+    [
+        (lambda x, p, training: x * (torch.rand_like(x) >= p) / (1 - p), "in evaluation dropout does nothing"),
+        (lambda x, p, training: x * (torch.rand_like(x) >= p) if training else x, "scale the kept entries by 1 / (1 - p)"),
+        (lambda x, p, training: x * (torch.rand_like(x) < p) / p if training else x, "probability to DROP"),
+        (lambda x, p, training: x.masked_fill_(torch.rand_like(x) < p, 0) / (1 - p) if training else x, "modified in place"),
+    ],
+)  # fmt: skip
+def test_dropout_mistakes_are_named(capsys, wrong, words):
+    assert words in report(capsys, "ch4.dropout", wrong)
+    assert "passed (2/2 cases)" in report(capsys, "ch4.dropout", solution_dropout)
+    assert "passed (2/2 cases)" in report(capsys, "ch4.dropout", torch.nn.functional.dropout)
+
+
+def test_should_stop_mistakes_are_named_with_the_epoch(capsys):
+    def previous_epoch(val_losses, patience):
+        recent = val_losses[-patience - 1 :]
+        return len(recent) == patience + 1 and all(
+            b >= a for a, b in zip(recent, recent[1:], strict=False)
+        )
+
+    def late(val_losses, patience):
+        return len(val_losses) - 1 - val_losses.index(min(val_losses)) > patience
+
+    text = report(capsys, "ch4.should_stop", previous_epoch)
+    assert "compare with the best loss so far" in text and "after epoch 6" in text
+    assert "one epoch too late" in report(capsys, "ch4.should_stop", late)
+
+
+def test_should_stop_reference_agrees_with_the_early_stopping_callback():
+    from types import SimpleNamespace
+
+    from course_lib.grading.ch04 import _reference_should_stop
+    from course_lib.train import EarlyStopping
+
+    losses = [2.0, 1.5, 1.2, 1.25, 1.1, 1.15, 1.2, 1.1, 1.3, 1.4, 0.5, 0.5, 0.6, 0.7]
+    stopper = EarlyStopping(patience=2, restore_best=False)
+    history = SimpleNamespace(epochs=[], stop_reason="")
+    decisions = []
+    for epoch, loss in enumerate(losses, start=1):
+        history.epochs.append({"val_loss": loss})
+        decisions.append(
+            stopper.on_epoch_end(SimpleNamespace(history=history, epoch=epoch, model=None))
+        )
+    assert decisions == [
+        _reference_should_stop(losses[:end], 2) for end in range(1, len(losses) + 1)
+    ]
+    assert decisions.index(True) == 6 and decisions[11:] == [
+        False,
+        True,
+        True,
+    ]  # a tie is no improvement
+
+
+def test_cosine_reference_agrees_with_torch_and_mistakes_are_named(capsys):
+    import math
+
+    from course_lib.grading.ch04 import _reference_cosine
+
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.05)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=25, eta_min=5e-4)
+    for epoch in range(26):
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(
+            _reference_cosine(epoch, 25, 0.05, 5e-4), abs=1e-12
+        )
+        optimizer.step()
+        scheduler.step()
+
+    def to_zero(epoch, total_epochs, lr_max, lr_min=0.0):
+        return lr_max * (1 + math.cos(math.pi * epoch / total_epochs)) / 2
+
+    def degrees(epoch, total_epochs, lr_max, lr_min=0.0):
+        return lr_min + (lr_max - lr_min) * (1 + math.cos(180 * epoch / total_epochs)) / 2
+
+    assert "should end at lr_min" in report(capsys, "ch4.cosine_lr", to_zero)
+    assert "math.cos takes radians" in report(capsys, "ch4.cosine_lr", degrees)

@@ -311,3 +311,44 @@ def test_augmentation_applies_to_training_batches_only_and_keeps_resume_exact(tm
         torch.equal(a, b)
         for a, b in zip(full.state_dict().values(), resumed.state_dict().values(), strict=True)
     )
+
+
+def test_early_stopping_restores_the_best_weights_even_without_stopping(digits):
+    train, val = digits
+    seed_everything(0)
+    model = network()
+    stopper = EarlyStopping(patience=100)  # never stops within 8 epochs
+    history = fit(model, train, val, optimizer=torch.optim.SGD(model.parameters(), lr=1.5),
+                  loss_fn=nn.CrossEntropyLoss(), epochs=8, callbacks=[stopper], progress=False)  # fmt: skip
+    assert len(history.epochs) == 8 and history.stop_reason == ""
+    assert stopper.best == min(history["val_loss"])
+    assert evaluate(model, val, nn.CrossEntropyLoss())["loss"] == pytest.approx(
+        stopper.best, rel=1e-5
+    )
+
+
+def test_batch_augmentation_in_fit_is_seeded_and_resumes_exactly(tmp_path):
+    from course_lib.augment import BatchAugmentation
+    from course_lib.data import shapes_dataset
+    from course_lib.models import cnn
+
+    train, val = shapes_dataset(64, size=16, seed=0), shapes_dataset(32, size=16, seed=1)
+
+    warp = BatchAugmentation(0.2, 0.1, True, 10)
+
+    def run(epochs, resume=None, path=None, augment=warp):
+        seed_everything(0)
+        model = cnn(3, 4, channels=(4,))
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+        fit(model, train, val, optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(), epochs=epochs, batch_size=16,
+            augment=augment, callbacks=[Checkpoint(path or tmp_path / "a.pt")], resume_from=resume,
+            progress=False)  # fmt: skip
+        return model
+
+    full = run(2, path=tmp_path / "full.pt")
+    run(1, path=tmp_path / "half.pt")
+    resumed = run(2, resume=tmp_path / "half.pt", path=tmp_path / "half.pt")
+    plain = run(2, path=tmp_path / "plain.pt", augment=None)
+    weights = [list(m.state_dict().values()) for m in (full, resumed, plain)]
+    assert all(torch.equal(a, b) for a, b in zip(weights[0], weights[1], strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(weights[0], weights[2], strict=True))
