@@ -150,11 +150,14 @@ def _bench_optim(args: argparse.Namespace) -> int:
 def _bench_fit(args: argparse.Namespace) -> int:
     from course_lib.bench import bench_fit, format_fit_table
 
-    rows = bench_fit(rounds=args.rounds, epochs=args.epochs)
-    print(
-        f"digits MLP (64-128-10), batch 64, {args.epochs} epochs per run, median of {args.rounds} rounds"
-    )
-    print(format_fit_table(rows))
+    workloads = [((128,), 64, "the smallest: digits MLP 64-128-10, batch 64"),
+                 ((256, 256), 32, "chapter 4's MLP 64-256-256-10, batch 32")]  # fmt: skip
+    for hidden, batch_size, title in workloads:
+        rows = bench_fit(
+            rounds=args.rounds, epochs=args.epochs, batch_size=batch_size, hidden=hidden
+        )
+        print(f"{title}; {args.epochs} epochs per run, median of {args.rounds} rounds")
+        print(format_fit_table(rows) + "\n")
     return EXIT_OK
 
 

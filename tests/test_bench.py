@@ -20,3 +20,13 @@ def test_table_reports_ratios_from_one_run():
     row = time_optimizer("SGD", rounds=1, steps=2)
     assert row.scratch_us > 0 and row.vs_single == row.scratch_us / row.torch_single_us
     assert "target <= 1.20x" in format_table([row])
+
+
+def test_fit_bench_times_every_variant_against_the_loop(capsys):
+    from course_lib.bench import bench_fit, format_fit_table
+
+    rows = bench_fit(rounds=1, epochs=1, batch_size=256, hidden=(8,))
+    assert len(rows) == 3 and all(r.fit_ms > 0 and r.loop_ms > 0 and r.steps == 6 for r in rows)
+    table = format_fit_table(rows)
+    assert "fit / loop" in table and "µs a step" in table and "1.05x" in table
+    assert capsys.readouterr().err == ""  # the progress bar of the defaults variant stays quiet
