@@ -30,13 +30,22 @@ def rescale() -> v2.Transform:
 
 
 def shear(intensity: float = 0.2) -> v2.Transform:
-    """Random shear of up to ``intensity`` radians either way (Keras' shear_range)."""
+    """Random shear of up to ``intensity`` radians either way.
+
+    Keras' ``shear_range`` was in radians in early Keras 2 and is in degrees since the
+    keras-preprocessing rewrite (``shear_range=0.2`` is now 0.2 degrees, next to no shear).
+    This course keeps radians: 0.2 rad is about 11.5 degrees, the strength the source meant.
+    """
     degrees = math.degrees(intensity)
     return v2.RandomAffine(degrees=0, shear=(-degrees, degrees))
 
 
 def zoom(amount: float = 0.2) -> v2.Transform:
-    """Random zoom in or out by up to ``amount`` (0.2: 80% to 120%; Keras' zoom_range)."""
+    """Random zoom in or out by up to ``amount`` (0.2: 80% to 120%), one factor for both axes.
+
+    Keras' ``zoom_range`` draws the horizontal and vertical factors separately, so it also
+    stretches; torchvision's ``scale`` (used here) keeps the aspect ratio.
+    """
     return v2.RandomAffine(degrees=0, scale=(1 - amount, 1 + amount))
 
 

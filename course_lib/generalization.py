@@ -28,7 +28,7 @@ from course_lib.data import Split
 from course_lib.models import mlp
 from course_lib.train import EarlyStopping, History, LearningRateSchedule, evaluate, fit
 
-__all__ = ["Recipe", "single_technique_recipes", "train_with", "compare_recipes", "RecipeResult",
+__all__ = ["Recipe", "technique_recipes", "train_with", "compare_recipes", "RecipeResult",
            "results_table", "results_figure"]  # fmt: skip
 
 
@@ -43,7 +43,7 @@ class Recipe:
     cosine_schedule: bool = False
 
 
-def single_technique_recipes(*, augment: BatchAugmentation, dropout: float, weight_decay: float,
+def technique_recipes(*, augment: BatchAugmentation, dropout: float, weight_decay: float,
                              early_stopping_patience: int) -> dict[str, Recipe]:  # fmt: skip
     """Plain training, each technique alone, and all of them combined, by name."""
     return {

@@ -11,7 +11,7 @@ from course_lib.generalization import (
     compare_recipes,
     results_figure,
     results_table,
-    single_technique_recipes,
+    technique_recipes,
     train_with,
 )
 from course_lib.train import EarlyStopping
@@ -23,7 +23,7 @@ def data():
     return per_class_subset(train, 5, seed=0), per_class_subset(val, 5, seed=0), test
 
 
-RECIPES = single_technique_recipes(augment=BatchAugmentation(rotation_degrees=10), dropout=0.3,
+RECIPES = technique_recipes(augment=BatchAugmentation(rotation_degrees=10), dropout=0.3,
                                    weight_decay=0.5, early_stopping_patience=2)  # fmt: skip
 
 

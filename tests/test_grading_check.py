@@ -217,3 +217,19 @@ def test_cosine_reference_agrees_with_torch_and_mistakes_are_named(capsys):
 
     assert "should end at lr_min" in report(capsys, "ch4.cosine_lr", to_zero)
     assert "math.cos takes radians" in report(capsys, "ch4.cosine_lr", degrees)
+
+
+def test_a_float32_cosine_passes_and_a_float64_dropout_is_named(capsys):
+    def cosine_float32(epoch, total_epochs, lr_max, lr_min=0.0):
+        angle = torch.tensor(torch.pi * epoch / total_epochs)
+        return lr_min + (lr_max - lr_min) * (1 + torch.cos(angle).item()) / 2
+
+    assert "passed (2/2 cases)" in report(capsys, "ch4.cosine_lr", cosine_float32)
+    text = report(
+        capsys,
+        "ch4.dropout",
+        lambda x, p, training: (
+            (x.double() * (torch.rand_like(x) >= p) / (1 - p)) if training else x
+        ),
+    )
+    assert "same shape and dtype as x" in text and "Traceback" not in text
