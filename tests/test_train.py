@@ -282,35 +282,44 @@ def test_confusion_matrix_counts_every_example_once(digits):
     assert matrix.sum(1).tolist() == torch.bincount(test.targets, minlength=10).tolist()
 
 
-def test_augmentation_applies_to_training_batches_only_and_keeps_resume_exact(tmp_path):
-    from course_lib.augment import augmentation
+def _augmented_cnn_run(tmp_path, augment, epochs, resume=None, path=None):
+    """Train a tiny CNN on shapes with ``augment`` and a checkpoint at ``path``; return the model."""
     from course_lib.data import shapes_dataset
     from course_lib.models import cnn
 
     train, val = shapes_dataset(64, size=16, seed=0), shapes_dataset(32, size=16, seed=1)
+    seed_everything(0)
+    model = cnn(3, 4, channels=(4,))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    fit(model, train, val, optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(), epochs=epochs, batch_size=16,
+        augment=augment, callbacks=[Checkpoint(path or tmp_path / "a.pt")], resume_from=resume,
+        progress=False)  # fmt: skip
+    return model
+
+
+def _same_weights(a: nn.Module, b: nn.Module) -> bool:
+    return all(
+        torch.equal(x, y)
+        for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
+
+
+def test_augmentation_applies_to_training_batches_only_and_keeps_resume_exact(tmp_path):
+    from course_lib.augment import augmentation
+
     calls = []
 
     def counting(image):
         calls.append(image.shape)
         return augmentation(shear_intensity=0.2, flip=True)(image)
 
-    def run(epochs, resume=None, path=None):
-        seed_everything(0)
-        model = cnn(3, 4, channels=(4,))
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-        fit(model, train, val, optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(), epochs=epochs, batch_size=16,
-            augment=counting, callbacks=[Checkpoint(path or tmp_path / "a.pt")], resume_from=resume,
-            progress=False)  # fmt: skip
-        return model
-
-    full = run(2, path=tmp_path / "full.pt")
-    assert len(calls) == 2 * len(train)  # every training image once per epoch, no validation image
-    run(1, path=tmp_path / "half.pt")
-    resumed = run(2, resume=tmp_path / "half.pt", path=tmp_path / "half.pt")
-    assert all(
-        torch.equal(a, b)
-        for a, b in zip(full.state_dict().values(), resumed.state_dict().values(), strict=True)
+    full = _augmented_cnn_run(tmp_path, counting, 2, path=tmp_path / "full.pt")
+    assert len(calls) == 2 * 64  # every training image once per epoch, no validation image
+    _augmented_cnn_run(tmp_path, counting, 1, path=tmp_path / "half.pt")
+    resumed = _augmented_cnn_run(
+        tmp_path, counting, 2, resume=tmp_path / "half.pt", path=tmp_path / "half.pt"
     )
+    assert _same_weights(full, resumed)
 
 
 def test_early_stopping_restores_the_best_weights_even_without_stopping(digits):
@@ -329,26 +338,13 @@ def test_early_stopping_restores_the_best_weights_even_without_stopping(digits):
 
 def test_batch_augmentation_in_fit_is_seeded_and_resumes_exactly(tmp_path):
     from course_lib.augment import BatchAugmentation
-    from course_lib.data import shapes_dataset
-    from course_lib.models import cnn
-
-    train, val = shapes_dataset(64, size=16, seed=0), shapes_dataset(32, size=16, seed=1)
 
     warp = BatchAugmentation(0.2, 0.1, True, 10)
-
-    def run(epochs, resume=None, path=None, augment=warp):
-        seed_everything(0)
-        model = cnn(3, 4, channels=(4,))
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-        fit(model, train, val, optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(), epochs=epochs, batch_size=16,
-            augment=augment, callbacks=[Checkpoint(path or tmp_path / "a.pt")], resume_from=resume,
-            progress=False)  # fmt: skip
-        return model
-
-    full = run(2, path=tmp_path / "full.pt")
-    run(1, path=tmp_path / "half.pt")
-    resumed = run(2, resume=tmp_path / "half.pt", path=tmp_path / "half.pt")
-    plain = run(2, path=tmp_path / "plain.pt", augment=None)
-    weights = [list(m.state_dict().values()) for m in (full, resumed, plain)]
-    assert all(torch.equal(a, b) for a, b in zip(weights[0], weights[1], strict=True))
-    assert not all(torch.equal(a, b) for a, b in zip(weights[0], weights[2], strict=True))
+    full = _augmented_cnn_run(tmp_path, warp, 2, path=tmp_path / "full.pt")
+    _augmented_cnn_run(tmp_path, warp, 1, path=tmp_path / "half.pt")
+    resumed = _augmented_cnn_run(
+        tmp_path, warp, 2, resume=tmp_path / "half.pt", path=tmp_path / "half.pt"
+    )
+    plain = _augmented_cnn_run(tmp_path, None, 2, path=tmp_path / "plain.pt")
+    assert _same_weights(full, resumed)
+    assert not _same_weights(full, plain)
