@@ -79,7 +79,7 @@ def train_with(recipe: Recipe, train: Split, val: Split, *, hidden: Sequence[int
                 torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
             )
         )
-    history = fit(model, (train.inputs, train.targets), (val.inputs, val.targets), optimizer=optimizer,
+    history = fit(model, train, val, optimizer=optimizer,
                   loss_fn=nn.CrossEntropyLoss(), epochs=epochs, batch_size=batch_size, callbacks=callbacks,
                   seed=seed, progress=False, augment=recipe.augment)  # fmt: skip
     return model, history
@@ -109,7 +109,7 @@ def compare_recipes(recipes: dict[str, Recipe], train: Split, val: Split, test: 
             accuracies, epochs = [], []
             for seed in seeds:
                 model, history = train_with(recipe, train, val, seed=seed, **training)
-                accuracies.append(evaluate(model, (test.inputs, test.targets))["accuracy"])
+                accuracies.append(evaluate(model, test)["accuracy"])
                 epochs.append(len(history.epochs))
                 bar.update(1)
             results[name] = RecipeResult(accuracies, epochs)

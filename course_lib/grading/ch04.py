@@ -75,7 +75,7 @@ def _stops_when_worse_than_previous(val_losses: list[float], patience: int) -> b
 
 
 def _stops_one_epoch_late(val_losses: list[float], patience: int) -> bool:
-    return len(val_losses) - 1 - val_losses.index(min(val_losses)) > patience
+    return _reference_should_stop(val_losses, patience + 1)  # ">" where the rule has ">="
 
 
 def _stops_counting_ties(val_losses: list[float], patience: int) -> bool:
