@@ -230,3 +230,14 @@ def test_chapter_3_solution_scores_full_points_with_hidden_cases(tmp_path):
     assert grade.status == OK, grade.detail
     assert grade.total == grade.max_points == 4
     assert all(len(result["cases"]) >= 2 for result in grade.results)  # public + hidden
+
+
+def test_chapter_5_solution_scores_full_points_with_hidden_cases(tmp_path):
+    from course_lib.grading.batch import grade_submission
+
+    path = tmp_path / "dana__05.ipynb"
+    nbformat.write(solved("05_transfer_learning"), path)
+    grade = grade_submission(path, Limits(cell_timeout=60, wall_limit=180))
+    assert grade.status == OK, grade.detail
+    assert grade.total == grade.max_points == 4
+    assert all(len(result["cases"]) >= 2 for result in grade.results)  # public + hidden

@@ -233,3 +233,78 @@ def test_a_float32_cosine_passes_and_a_float64_dropout_is_named(capsys):
         ),
     )
     assert "same shape and dtype as x" in text and "Traceback" not in text
+
+
+# --- chapter 5: transfer learning -------------------------------------------------------------------
+
+
+def _freeze_head_only(model, batchnorm_eval=True, count=lambda ps: sum(p.numel() for p in ps)):
+    for parameter in model.parameters():
+        parameter.requires_grad = False
+    for parameter in model.fc.parameters():
+        parameter.requires_grad = True
+    if batchnorm_eval:
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.eval()
+    return count([p for p in model.parameters() if p.requires_grad])
+
+
+def test_freezing_checks_name_batchnorm_and_counting_mistakes(capsys):
+    from course_lib.transfer import freeze, unfreeze
+
+    def course_freeze(model):
+        unfreeze(freeze(model), "fc")
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    assert "passed (2/2 cases)" in report(capsys, "ch5.freeze_all_but_head", _freeze_head_only)
+    assert "passed (2/2 cases)" in report(capsys, "ch5.freeze_all_but_head", course_freeze)
+    text = report(capsys, "ch5.freeze_all_but_head", lambda m: _freeze_head_only(m, False))
+    assert "does not stop BatchNorm" in text
+    tensors = report(capsys, "ch5.freeze_all_but_head", lambda m: _freeze_head_only(m, count=len))
+    assert "count numbers, not tensors" in tensors
+
+    def everything(model):
+        _freeze_head_only(model)
+        return sum(p.numel() for p in model.parameters())
+
+    assert "not all of them" in report(capsys, "ch5.freeze_all_but_head", everything)
+
+
+def test_param_group_checks_name_swapped_rates_and_unfrozen_blocks(capsys):
+    def groups(model, head_lr, backbone_lr, swap=False, freeze_rest=True):
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad = name.startswith(("fc.", "layer4.")) or not freeze_rest
+        rates = (backbone_lr, head_lr) if swap else (head_lr, backbone_lr)
+        return [{"params": model.fc.parameters(), "lr": rates[0]},
+                {"params": model.layer4.parameters(), "lr": rates[1]}]  # fmt: skip
+
+    assert "passed (2/2 cases)" in report(capsys, "ch5.param_groups", groups)
+    swapped = report(capsys, "ch5.param_groups", lambda m, h, b: groups(m, h, b, swap=True))
+    assert "rates swapped" in swapped
+    unfrozen = report(
+        capsys, "ch5.param_groups", lambda m, h, b: groups(m, h, b, freeze_rest=False)
+    )
+    assert "requires_grad = False on every parameter outside fc and layer4" in unfrozen
+
+    def named(model, head_lr, backbone_lr):
+        return [{"params": list(model.fc.named_parameters()), "lr": head_lr}]
+
+    assert "named_parameters()" in report(capsys, "ch5.param_groups", named)
+
+
+def test_head_and_few_label_checks_measure_accuracy(capsys):
+    from torch import nn
+
+    from course_lib.transfer import load_backbone, replace_head
+
+    untrained = report(capsys, "ch5.train_head", lambda features: nn.Linear(128, 10))
+    assert "chance level" in untrained and "the head is not trained" in untrained
+    wrong_size = report(capsys, "ch5.train_head", lambda features: nn.Linear(64, 10))
+    assert "not on images" in wrong_size
+    glyph_head = report(capsys, "ch5.few_labels", lambda labelled: load_backbone("bundled"))
+    assert "replace_head(model, 10)" in glyph_head
+    untrained = report(
+        capsys, "ch5.few_labels", lambda labelled: replace_head(load_backbone("small_resnet"), 10)
+    )
+    assert "from scratch, so few labels are not enough" in untrained
