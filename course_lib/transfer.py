@@ -29,7 +29,7 @@ from course_lib.train import Callback, TrainingState
 __all__ = [
     "SmallResNet", "load_backbone", "replace_head", "freeze", "unfreeze", "trainable_parameters",
     "parameter_summary", "param_groups", "GradualUnfreezing", "extract_features", "BACKBONES",
-    "BUNDLED_WEIGHTS", "BUNDLED_SHA256", "WeightsUnavailable",
+    "BUNDLED_WEIGHTS", "BUNDLED_SHA256", "WeightsUnavailable", "imagenet_weights_path", "pretrain",
 ]  # fmt: skip
 
 BLOCKS = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4", "fc")
@@ -203,14 +203,18 @@ def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
     return model
 
 
+_HOOKED = "_course_keeps_frozen_statistics"  # marks a BatchNorm layer freeze() has hooked
+
+
 def freeze(model: nn.Module) -> nn.Module:
     """Stop training every parameter (``requires_grad = False``) and keep BatchNorm statistics fixed.
 
     ``requires_grad = False`` alone is not enough: a BatchNorm layer in train mode still
     updates its running mean and variance on every forward pass, so a "frozen" backbone keeps
-    changing (and normalises with batch statistics, which on tiny batches are noisy). Frozen
-    BatchNorm layers are therefore switched to eval mode before each forward pass, even when a
-    training loop calls ``model.train()``. Returns ``model``.
+    changing (and normalises with batch statistics, which on tiny batches are noisy). So
+    freeze() also registers a *forward pre-hook* on every BatchNorm layer: a function PyTorch
+    calls just before the layer runs, which puts the layer in eval mode whenever its
+    parameters are frozen, even after a training loop called ``model.train()``. Returns ``model``.
     """
     for parameter in model.parameters():
         parameter.requires_grad_(False)
@@ -219,9 +223,6 @@ def freeze(model: nn.Module) -> nn.Module:
             module.register_forward_pre_hook(_keep_in_eval_when_frozen)
             setattr(module, _HOOKED, True)
     return model
-
-
-_HOOKED = "_course_keeps_frozen_statistics"
 
 
 def _keep_in_eval_when_frozen(module: nn.Module, inputs) -> None:
@@ -277,21 +278,25 @@ def parameter_summary(model: nn.Module) -> str:
 
 
 def _batchnorm_mode(block: nn.Module) -> str:
+    """'kept' when freeze() guards every BatchNorm layer of the block and its parameters are frozen."""
     layers = [m for m in block.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not layers:
         return "-"
-    frozen = [not any(p.requires_grad for p in m.parameters()) for m in layers]
-    if all(frozen) and all(hasattr(m, _HOOKED) for m in layers):
+    kept = [
+        hasattr(m, _HOOKED) and not any(p.requires_grad for p in m.parameters()) for m in layers
+    ]
+    if all(kept):
         return "kept (frozen)"
-    return "updated in train mode" if not any(frozen) else "mixed"
+    return "updated in train mode" if not any(kept) else "mixed"
 
 
 def param_groups(model: nn.Module, learning_rates: Mapping[str, float]) -> list[dict]:
     """Optimizer parameter groups with one learning rate per block, for discriminative fine-tuning.
 
     ``param_groups(model, {"fc": 1e-2, "layer4": 1e-3})`` trains the head 10x faster than
-    layer4. It freezes the whole model first, then unfreezes the named blocks: blocks not
-    named stay frozen. Pass the result to an optimizer: ``torch.optim.AdamW(groups)``.
+    layer4. It changes the model: it freezes the whole model first (``freeze``), then
+    unfreezes the named blocks, so blocks not named stay frozen. Pass the result to an
+    optimizer: ``torch.optim.AdamW(groups)``.
     """
     if not learning_rates:
         raise ValueError("name at least one block and its learning rate, e.g. {'fc': 1e-2}")
@@ -366,8 +371,10 @@ def extract_features(backbone: nn.Module, data, *, batch_size: int = 512):
     """The backbone's embeddings (the input of ``fc``) of every example, computed once, in eval mode.
 
     ``data`` is a Split (returns a Split of features with the same targets) or a tensor of
-    inputs (returns a tensor). Training a head on these stored features costs a linear layer
-    per step instead of a whole forward pass through the backbone.
+    inputs (returns a tensor); the features are (N, ``backbone.fc.in_features``): 128 for
+    SmallResNet, 512 for resnet18. Training a head on these stored features costs a linear
+    layer per step instead of a whole forward pass through the backbone. (The images are
+    fixed once embedded: augmentation, chapter 4, needs the live backbone.)
     """
     inputs = data.inputs if isinstance(data, Split) else data
     if not isinstance(inputs, torch.Tensor):

@@ -10,7 +10,8 @@ features (live)       pretrained backbone frozen, only a new head trained (lr 1e
 features (cached)     the same, on embeddings computed once with ``extract_features``
 layer4 + fc           pretrained; layer4 and the head trained (lr 1e-3), the rest frozen
 all, per-block lr     pretrained; everything trained, earlier blocks slower (1e-3 head .. 1e-4)
-gradual unfreezing    head first, layer4 after a third of the epochs, layer3 after two thirds
+gradual unfreezing    head first, layer4 after a third of the epochs, layer3 (lr / 3) after two
+                      thirds (lr 1e-3)
 ====================  ==========================================================================
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -56,27 +58,39 @@ class TransferRun:
     test_accuracy: float
     train_accuracy: float  # on the labelled examples it trained on
     trainable: int
-    seconds_per_epoch: float  # median over epochs, training only (no evaluation)
+    seconds_per_epoch: float  # median over epochs, training only (evaluation time taken out)
     epochs: int
+    steps_per_epoch: int
     curve: list[tuple[int, float]] = field(default_factory=list)  # (step, validation accuracy)
 
-    def epochs_to(self, target: float, steps_per_epoch: int) -> int | None:
-        """The first epoch at whose end validation accuracy reached ``target`` (None: never)."""
+    def epochs_to(self, target: float) -> int | None:
+        """The first epoch in which validation accuracy reached ``target`` (None: never)."""
         for step, accuracy in self.curve:
             if accuracy >= target:
-                return math.ceil(step / steps_per_epoch)
+                return math.ceil(step / self.steps_per_epoch)
         return None
 
 
 class _AccuracyEvery(Callback):
-    """Validation accuracy every ``every`` steps (evaluation does not count in an epoch's seconds)."""
+    """Validation accuracy every ``every`` steps, and the seconds each epoch spent measuring it.
+
+    fit() times whole epochs, this evaluation included; ``evaluation_seconds`` lets the
+    study take it out again, so that seconds per epoch mean training only.
+    """
 
     def __init__(self, data: Split, every: int):
         self.data, self.every, self.curve = data, every, []
+        self.evaluation_seconds: list[float] = [0.0]  # per epoch
 
     def on_step_end(self, state: TrainingState) -> None:
         if state.step % self.every == 0:
+            started = time.perf_counter()
             self.curve.append((state.step, evaluate(state.model, self.data)["accuracy"]))
+            self.evaluation_seconds[-1] += time.perf_counter() - started
+
+    def on_epoch_end(self, state: TrainingState) -> bool:
+        self.evaluation_seconds.append(0.0)
+        return False
 
 
 def _model_and_groups(strategy: str, classes: int, epochs: int, lr: float | None,
@@ -114,7 +128,8 @@ def train_strategy(strategy: str, train: Split, val: Split, test: Split, *, step
 
     ``lr`` replaces the strategy's head learning rate (other blocks keep their ratio to it);
     ``blocks`` are the backbone blocks "layer4 + fc" trains (default: layer4 only).
-    ``curve_every`` records validation accuracy every so many steps.
+    ``curve_every`` records validation accuracy every so many steps (its cost is not counted
+    in the seconds per epoch). Epochs are whole, so the steps are rounded up to whole epochs.
     """
     batch_size = min(32, len(train))
     steps_per_epoch = math.ceil(len(train) / batch_size)
@@ -129,13 +144,17 @@ def train_strategy(strategy: str, train: Split, val: Split, test: Split, *, step
     history = fit(model, train, optimizer=torch.optim.Adam(groups), loss_fn=nn.CrossEntropyLoss(),
                   epochs=epochs, batch_size=batch_size, seed=seed, progress=False,
                   callbacks=[*callbacks, *([recorder] if recorder else [])])  # fmt: skip
+    seconds = history["seconds"]
+    if recorder:  # take the time spent measuring the curve out of each epoch
+        seconds = [s - e for s, e in zip(seconds, recorder.evaluation_seconds, strict=False)]
     return TransferRun(
         strategy=strategy,
         test_accuracy=evaluate(model, test)["accuracy"],
         train_accuracy=evaluate(model, train)["accuracy"],
         trainable=trainable_parameters(model),  # at the end (gradual unfreezing adds blocks)
-        seconds_per_epoch=statistics.median(history["seconds"]),
+        seconds_per_epoch=statistics.median(seconds),
         epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
         curve=recorder.curve if recorder else [],
     )
 
@@ -158,20 +177,18 @@ def _mean(runs: list[TransferRun]) -> float:
     return statistics.fmean(r.test_accuracy for r in runs)
 
 
-def strategy_table(
-    runs: dict[str, list[TransferRun]], *, target: float, steps_per_epoch: int
-) -> str:
+def strategy_table(runs: dict[str, list[TransferRun]], *, target: float) -> str:
     """Test accuracy and seconds per epoch (means over seeds), trainable parameters, epochs to ``target``."""
     lines = [f"{'strategy':<20} {'test accuracy':>13} {'trainable':>10} {'per epoch':>10} "
              f"{'epochs to ' + format(target, '.0%'):>13}"]  # fmt: skip
     for name, seeds in runs.items():
-        reached = [r.epochs_to(target, steps_per_epoch) for r in seeds]
+        reached = [r.epochs_to(target) for r in seeds]
         epochs = "/".join("-" if e is None else str(e) for e in reached)
         milliseconds = 1000 * statistics.fmean(r.seconds_per_epoch for r in seeds)
         lines.append(f"{name:<20} {_mean(seeds):>13.3f} {seeds[0].trainable:>10,} "
                      f"{milliseconds:>7.2f} ms {epochs:>13}")  # fmt: skip
-    lines.append(f"epochs to {target:.0%}: first epoch with validation accuracy >= {target:.0%}, per seed "
-                 "('-': not within the budget)")  # fmt: skip
+    lines.append(f"epochs to {target:.0%}: first epoch in which validation accuracy reached {target:.0%}, "
+                 "per seed ('-': not within the budget); per epoch: training only, mean over seeds")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -205,7 +222,7 @@ def learning_curve_figure(
     axes.set_xticks(shots, [str(k) for k in shots])
     axes.minorticks_off()
     axes.set_xlabel("labelled examples per class (log scale; the last point: all of them)")
-    axes.set_ylabel("test accuracy (mean over seeds)")
+    axes.set_ylabel("test accuracy (mean over the seeds run)")
     axes.set_title("Less data: how many labels each strategy needs")
     axes.grid(alpha=0.3)
     axes.legend()
@@ -234,49 +251,70 @@ def convergence_figure(runs: dict[str, list[TransferRun]]) -> Figure:
 
 
 def transfer_controls():
-    """Sliders for :func:`transfer_figure`: start, trained blocks, labels per class, learning rate."""
+    """Controls for :func:`transfer_figure`: strategy, blocks to fine-tune, labels per class, learning rate."""
     import ipywidgets as widgets
 
     from course_lib.widgets import Controls
 
     return Controls(
-        start=widgets.ToggleButtons(
-            options=["pretrained", "scratch"], value="pretrained", description="weights"
+        strategy=widgets.Dropdown(
+            options=[(_EXPLORER_LABELS.get(s, s), s) for s in STRATEGIES if s != "features (live)"],
+            value="layer4 + fc",
+            description="strategy",
         ),  # fmt: skip
         blocks=widgets.SelectMultiple(
             options=["layer1", "layer2", "layer3", "layer4"],
             value=["layer4"],
-            description="also train",
+            description="fine-tune",
             rows=4,
         ),  # fmt: skip
         per_class=widgets.SelectionSlider(
-            options=[1, 2, 5, 10, 20, 50], value=5, description="labels/class"
+            options=[1, 2, 5, 10, 20, 50],
+            value=5,
+            description="labels/class",
+            continuous_update=False,  # retrain once the slider is let go, not while dragging
         ),  # fmt: skip
         lr=widgets.FloatLogSlider(
-            value=1e-3, base=10, min=-4, max=-1, step=0.5, description="learning rate"
+            value=1e-3,
+            base=10,
+            min=-4,
+            max=-1,
+            step=0.5,
+            description="learning rate",
+            continuous_update=False,
         ),  # fmt: skip
     )
 
 
-def transfer_figure(splits: tuple[Split, Split, Split], *, start: str = "pretrained",
+_EXPLORER_LABELS = {
+    "layer4 + fc": "fine-tune chosen blocks + fc",
+    "features (cached)": "feature extraction",
+}
+
+
+def transfer_figure(splits: tuple[Split, Split, Split], *, strategy: str = "layer4 + fc",
                     blocks: Sequence[str] = ("layer4",), per_class: int = 5, lr: float = 1e-3,
                     steps: int = 60, seed: int = 0) -> Figure:  # fmt: skip
-    """Train once with the chosen settings and plot validation accuracy along the way.
+    """Train one strategy once and plot validation accuracy along the way.
 
-    ``start="scratch"`` trains every block from random weights; "pretrained" trains the head
-    and ``blocks`` (none: feature extraction), the rest frozen.
+    ``blocks`` are the backbone blocks fine-tuned with the head by the "layer4 + fc" strategy
+    (none: the head alone, on a live frozen backbone); ``lr`` is the head's learning rate
+    (other blocks keep their ratio to it; scratch trains everything at ``lr``). The other
+    strategies ignore ``blocks``.
     """
     train, val, test = splits
     labelled = per_class_subset(train, per_class, seed=seed)
-    strategy = "scratch" if start == "scratch" else "layer4 + fc"
     run = train_strategy(strategy, labelled, val, test, steps=steps, seed=seed, lr=lr,
                          blocks=list(blocks), curve_every=5)  # fmt: skip
     figure = Figure(figsize=(6.5, 3.6), layout="constrained")
     axes = figure.subplots()
     steps_seen, accuracy = zip(*run.curve, strict=True)
     axes.plot(steps_seen, accuracy, "o-", color="#08519c")
-    trained = "everything" if start == "scratch" else " + ".join([*blocks, "fc"])
-    axes.set_title(f"{start}, training {trained}: test accuracy {run.test_accuracy:.3f} "
+    name = _EXPLORER_LABELS.get(strategy, strategy)
+    if strategy == "layer4 + fc":
+        name = "fine-tune " + " + ".join([*blocks, "fc"])
+    labels = "1 label" if per_class == 1 else f"{per_class} labels"
+    axes.set_title(f"{name}, {labels}/class: test accuracy {run.test_accuracy:.3f} "
                    f"({run.trainable:,} parameters trained)", fontsize=10)  # fmt: skip
     axes.set_xlabel("optimizer steps")
     axes.set_ylabel("validation accuracy")

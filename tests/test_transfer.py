@@ -305,15 +305,20 @@ def test_every_strategy_trains_and_reports(digits16, strategy):
 
 def test_the_explorer_trains_what_its_controls_say(digits16):
     controls = transfer_controls()
-    assert set(controls.values()) == {"start", "blocks", "per_class", "lr"}
-    figure = transfer_figure(digits16, **controls.values(), steps=10)
-    assert "layer4 + fc" in figure.axes[0].get_title()
+    assert set(controls.values()) == {"strategy", "blocks", "per_class", "lr"}
+    offered = [strategy for _, strategy in controls["strategy"].options]
+    assert offered == [s for s in STRATEGIES if s != "features (live)"]  # live = cached, slower
+    title = transfer_figure(digits16, **controls.values(), steps=10).axes[0].get_title()
+    assert title.startswith("fine-tune layer4 + fc, 5 labels/class")
+    controls["blocks"].value = ("layer3", "layer4")
+    title = transfer_figure(digits16, **controls.values(), steps=10).axes[0].get_title()
+    assert "fine-tune layer3 + layer4 + fc" in title
     controls["blocks"].value = ()
-    figure = transfer_figure(digits16, **controls.values(), steps=10)
-    assert (
-        "training fc" in figure.axes[0].get_title()
-        and "1,290 parameters" in figure.axes[0].get_title()
-    )
+    title = transfer_figure(digits16, **controls.values(), steps=10).axes[0].get_title()
+    assert "fine-tune fc" in title and "1,290 parameters" in title
+    controls["strategy"].value = "scratch"
+    title = transfer_figure(digits16, **controls.values(), steps=10).axes[0].get_title()
+    assert title.startswith("scratch") and "308,538 parameters" in title
 
 
 def test_copying_the_bundled_file_elsewhere_keeps_it_loadable(tmp_path, monkeypatch):

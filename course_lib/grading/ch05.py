@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from functools import cache
 
 import torch
@@ -20,6 +21,17 @@ def _fresh_model(classes: int) -> nn.Module:
 
 def _count(parameters) -> int:
     return sum(p.numel() for p in parameters)
+
+
+def _is_whole_number(value) -> bool:
+    """int, numpy or 0-d torch integers count; bools and floats do not."""
+    if isinstance(value, bool):
+        return False
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _batchnorm_layers(module: nn.Module) -> list[nn.Module]:
@@ -51,22 +63,23 @@ def _freeze_case(params: dict) -> Case:
             return Verdict(False, "only fc's parameters trainable", f"also {still_trainable[:3]} ...",
                            "set requires_grad = False on every parameter outside model.fc")  # fmt: skip
         statistics = [b.running_mean.clone() for b in _batchnorm_layers(model)]
+        model.train()  # what fit() does at the start of every epoch
         with torch.no_grad():
-            model(torch.rand(8, 1, 16, 16))  # a forward pass, as a training step would make
+            model(torch.rand(8, 1, 16, 16))  # a forward pass, as a training step makes
         moved = sum(not torch.equal(b.running_mean, before)
                     for b, before in zip(_batchnorm_layers(model), statistics, strict=True))  # fmt: skip
         if moved:
-            return Verdict(False, "BatchNorm statistics unchanged by a forward pass",
+            return Verdict(False, "BatchNorm statistics unchanged by model.train() and a forward pass",
                            f"{moved} BatchNorm layers updated their running mean",
-                           "requires_grad = False does not stop BatchNorm from updating its running "
-                           "statistics: put each BatchNorm layer in eval mode (or use course_lib's freeze)")  # fmt: skip
-        if got == everything:
+                           "requires_grad = False does not stop BatchNorm, and model.train() undoes .eval(): "
+                           "register a forward pre-hook on each BatchNorm layer that calls module.eval()")  # fmt: skip
+        if _is_whole_number(got) and int(got) == everything:
             return Verdict(False, str(head), str(got),
                            "count only the parameters with requires_grad, not all of them")  # fmt: skip
-        if got == len(list(model.fc.parameters())):
+        if _is_whole_number(got) and int(got) == len(list(model.fc.parameters())):
             return Verdict(False, str(head), str(got),
                            "count numbers, not tensors: add up p.numel() for each trainable parameter")  # fmt: skip
-        if not isinstance(got, int) or isinstance(got, bool) or got != head:
+        if not _is_whole_number(got) or int(got) != head:
             return Verdict(False, str(head), describe(got),
                            "return sum(p.numel() for p in model.parameters() if p.requires_grad)")  # fmt: skip
         return Verdict(True)
@@ -189,8 +202,8 @@ def _few_labels_case(params: dict) -> Case:
         accuracy = evaluate(model, test)["accuracy"]
         if accuracy < target:
             return Verdict(False, f"test accuracy >= {target}", f"{accuracy:.3f}",
-                           "start from load_backbone('bundled') and fine-tune layer4 + fc "
-                           "(about 100 steps, lr 1e-3); from scratch, so few labels are not enough")  # fmt: skip
+                           "so few labels are not enough from scratch: start from load_backbone('bundled') "
+                           "and fine-tune layer4 + fc (about 100 steps, lr 1e-3)")  # fmt: skip
         return Verdict(True)
 
     return Case(f"{per_class} labels per class (seed {seed}), test accuracy >= {target}", check)
@@ -232,11 +245,11 @@ EXERCISES = [
     ),
     Exercise(
         id="ch5.few_labels",
-        title="85% with 5 labels per class",
+        title="83% with 3 labels per class",
         function_name="train_with_few_labels",
         points=1,
         make_case=_few_labels_case,
-        public_params=[{"seed": 0, "per_class": 5, "min_accuracy": 0.85}],
+        public_params=[{"seed": 0, "per_class": 3, "min_accuracy": 0.83}],
         general_hint="load_backbone('bundled'), replace_head(model, 10), freeze + unfreeze('layer4', 'fc'), "
         "fit about 100 steps with Adam lr 1e-3",
     ),
