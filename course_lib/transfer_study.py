@@ -230,13 +230,14 @@ def learning_curve_figure(
 
 
 def convergence_figure(runs: dict[str, list[TransferRun]]) -> Figure:
-    """Validation accuracy against optimizer steps, first seed of each strategy."""
+    """Validation accuracy against optimizer steps, first seed of each strategy (extra runs dotted)."""
     figure = Figure(figsize=(6.5, 4), layout="constrained")
     axes = figure.subplots()
     for strategy, seeds in runs.items():
         if seeds[0].curve:
             steps, accuracy = zip(*seeds[0].curve, strict=True)
             style = "--" if strategy == "features (cached)" else "-"  # same numbers as live
+            style = style if strategy in STRATEGIES else ":"  # an extra run, such as another lr
             axes.plot(steps, accuracy, style, label=strategy)
     axes.set_xlabel("optimizer steps")
     axes.set_ylabel("validation accuracy")
