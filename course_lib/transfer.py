@@ -13,6 +13,7 @@ Feature extraction trains only the head on a frozen backbone; fine-tuning also t
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -161,9 +162,10 @@ def _imagenet_resnet18() -> nn.Module:
             f"or download {weights.url} into {path.parent}. Offline, use load_backbone('bundled'): "
             "the course's own pretrained backbone."
         )
-    _check_hash_prefix(path)
+    content = path.read_bytes()  # hash and load the same bytes, read once
+    _check_hash_prefix(path, content)
     model = resnet18(weights=None)
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    model.load_state_dict(torch.load(io.BytesIO(content), map_location="cpu", weights_only=True))
     return model
 
 
@@ -180,9 +182,9 @@ def _expected_sha256_prefix(path: Path) -> str:
     return match.group(1) if match else ""
 
 
-def _check_hash_prefix(path: Path) -> None:
+def _check_hash_prefix(path: Path, content: bytes) -> None:
     expected = _expected_sha256_prefix(path)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = hashlib.sha256(content).hexdigest()
     if not digest.startswith(expected):
         raise ValueError(
             f"{path} has SHA-256 {digest[:16]}..., but its name promises {expected}...: the file is "
