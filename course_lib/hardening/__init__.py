@@ -1,0 +1,31 @@
+"""Chapter 6: deployment hardening of a trained model.
+
+- safe serialization: safetensors, ``torch.load(weights_only=True)`` only, and a harmless
+  pickle payload to show why (``course_lib.hardening.serialization``);
+- keys, AES-256-GCM encryption, HMAC-SHA256 and Ed25519 signatures (``crypto``);
+- ``save_secure`` / ``load_secure``: a signed manifest of SHA-256 hashes, encryption at rest,
+  and verification on every load (``secure``). Any failure raises :class:`IntegrityError`.
+"""
+
+from course_lib.hardening.crypto import (
+    KEY_ENV,
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+    load_key,
+    new_key,
+    write_key_file,
+)
+from course_lib.hardening.secure import load_secure, save_secure
+from course_lib.hardening.serialization import (
+    IntegrityError,
+    load_weights,
+    safe_torch_load,
+    save_weights,
+    write_pickle_payload,
+)
+
+__all__ = [
+    "IntegrityError", "save_secure", "load_secure", "save_weights", "load_weights", "safe_torch_load",
+    "write_pickle_payload", "new_key", "write_key_file", "load_key", "KEY_ENV",
+    "Ed25519PrivateKey", "Ed25519PublicKey",
+]  # fmt: skip

@@ -1,0 +1,257 @@
+"""Chapter 6's safe saving and loading, under faults: every damaged or wrong load is refused."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from course_lib.hardening import (
+    KEY_ENV,
+    Ed25519PrivateKey,
+    IntegrityError,
+    load_key,
+    load_secure,
+    load_weights,
+    new_key,
+    safe_torch_load,
+    save_secure,
+    save_weights,
+    write_key_file,
+    write_pickle_payload,
+)
+
+
+def weights(seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return {"fc.weight": torch.randn(10, 32, generator=generator),
+            "fc.bias": torch.randn(10, generator=generator)}  # fmt: skip
+
+
+def same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(params=["hmac", "ed25519"])
+def signing(request):
+    """(signing key, verify key) for shared-secret and public-key signing."""
+    if request.param == "hmac":
+        secret = new_key()
+        return secret, secret
+    private = Ed25519PrivateKey.generate()
+    return private, private.public_key()
+
+
+def test_round_trips_plain_encrypted_and_signed(tmp_path, signing):
+    signing_key, verify_key = signing
+    key = new_key()
+    metadata = {"name": "digits", "version": 3, "accuracy": 0.94}
+    save_secure(weights(), tmp_path / "plain")
+    save_secure(weights(), tmp_path / "sealed", key=key, signing_key=signing_key, metadata=metadata)
+    state, meta = load_secure(tmp_path / "plain")
+    assert same(state, weights()) and meta == {}
+    state, meta = load_secure(tmp_path / "sealed", key=key, verify_key=verify_key)
+    assert same(state, weights()) and meta == metadata
+    assert sorted(p.name for p in (tmp_path / "sealed").iterdir()) == [
+        "manifest.json", "manifest.sig", "weights.safetensors.enc"]  # fmt: skip
+    assert b"fc.weight" not in (tmp_path / "sealed" / "weights.safetensors.enc").read_bytes()
+
+
+def test_random_bit_flips_anywhere_are_always_refused(tmp_path, signing):
+    signing_key, verify_key = signing
+    key = new_key()
+    original = save_secure(weights(), tmp_path / "model", key=key, signing_key=signing_key,
+                           metadata={"name": "digits", "version": 1})  # fmt: skip
+    files = {p.name: p.read_bytes() for p in original.iterdir()}
+    positions = [(name, i) for name, content in files.items() for i in range(len(content))]
+    rng = random.Random(0)
+    for trial in range(120):  # x2 signing kinds: 240 trials
+        name, index = rng.choice(positions)
+        bit = 1 << rng.randrange(8)
+        copy = tmp_path / f"flip{trial}"
+        copy.mkdir()
+        for other, content in files.items():
+            data = bytearray(content)
+            if other == name:
+                data[index] ^= bit
+            (copy / other).write_bytes(bytes(data))
+        with pytest.raises(IntegrityError):
+            load_secure(copy, key=key, verify_key=verify_key)
+        shutil.rmtree(copy)
+
+
+def test_truncated_files_are_refused(tmp_path, signing):
+    signing_key, verify_key = signing
+    key = new_key()
+    folder = save_secure(weights(), tmp_path / "model", key=key, signing_key=signing_key)
+    for name in ("weights.safetensors.enc", "manifest.json", "manifest.sig"):
+        copy = shutil.copytree(folder, tmp_path / f"cut-{name}")
+        content = (copy / name).read_bytes()
+        (copy / name).write_bytes(content[: len(content) // 2])
+        with pytest.raises(IntegrityError):
+            load_secure(copy, key=key, verify_key=verify_key)
+    plain = save_secure(weights(), tmp_path / "plain")
+    (plain / "weights.safetensors").write_bytes((plain / "weights.safetensors").read_bytes()[:40])
+    with pytest.raises(IntegrityError, match="was changed"):
+        load_secure(plain)
+
+
+def test_wrong_or_missing_keys_are_refused(tmp_path):
+    key = new_key()
+    sealed = save_secure(
+        weights(), tmp_path / "sealed", key=key, metadata={"name": "m", "version": 1}
+    )
+    with pytest.raises(IntegrityError, match="wrong key"):
+        load_secure(sealed, key=new_key())
+    with pytest.raises(IntegrityError, match="pass the key"):
+        load_secure(sealed)
+    plain = save_secure(weights(), tmp_path / "plain")
+    with pytest.raises(IntegrityError, match="not encrypted"):
+        load_secure(plain, key=key)
+
+
+def test_wrong_signatures_and_signing_mismatches_are_refused(tmp_path):
+    secret, private = new_key(), Ed25519PrivateKey.generate()
+    hmac_signed = save_secure(weights(), tmp_path / "hmac", signing_key=secret)
+    ed_signed = save_secure(weights(), tmp_path / "ed", signing_key=private)
+    unsigned = save_secure(weights(), tmp_path / "unsigned")
+    with pytest.raises(IntegrityError, match="wrong signature"):
+        load_secure(hmac_signed, verify_key=new_key())
+    with pytest.raises(IntegrityError, match="wrong signature"):
+        load_secure(ed_signed, verify_key=Ed25519PrivateKey.generate().public_key())
+    with pytest.raises(IntegrityError, match="Ed25519 key was given"):
+        load_secure(hmac_signed, verify_key=private.public_key())
+    with pytest.raises(IntegrityError, match="pass verify_key"):
+        load_secure(ed_signed)
+    with pytest.raises(IntegrityError, match="not signed"):
+        load_secure(unsigned, verify_key=secret)
+    assert same(load_secure(ed_signed, verify_key=private.public_key())[0], weights())
+
+
+def test_an_edited_manifest_is_refused(tmp_path, signing):
+    signing_key, verify_key = signing
+    folder = save_secure(
+        weights(), tmp_path / "model", signing_key=signing_key, metadata={"accuracy": 0.9}
+    )
+    manifest = folder / "manifest.json"
+    manifest.write_text(manifest.read_text().replace("0.9", "0.99"))
+    with pytest.raises(IntegrityError, match="wrong signature"):
+        load_secure(folder, verify_key=verify_key)
+
+
+def test_a_file_swapped_between_two_versions_is_refused(tmp_path, signing):
+    signing_key, verify_key = signing
+    key = new_key()
+    v1 = save_secure(weights(1), tmp_path / "v1", key=key, signing_key=signing_key,
+                     metadata={"name": "digits", "version": 1})  # fmt: skip
+    v2 = save_secure(weights(2), tmp_path / "v2", key=key, signing_key=signing_key,
+                     metadata={"name": "digits", "version": 2})  # fmt: skip
+    shutil.copy(v1 / "weights.safetensors.enc", v2 / "weights.safetensors.enc")
+    with pytest.raises(IntegrityError, match="was changed"):
+        load_secure(v2, key=key, verify_key=verify_key)
+
+
+def test_ciphertext_is_bound_to_name_and_version(tmp_path):
+    """Even with an unsigned manifest, moving a ciphertext to another version fails to decrypt."""
+    key = new_key()
+    folder = save_secure(
+        weights(), tmp_path / "model", key=key, metadata={"name": "digits", "version": 1}
+    )
+    manifest = folder / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"version": 1', '"version": 2'))
+    with pytest.raises(IntegrityError, match="another model name or version"):
+        load_secure(folder, key=key)
+
+
+def test_extra_missing_and_unknown_files_are_refused(tmp_path):
+    folder = save_secure(weights(), tmp_path / "model")
+    (folder / "notes.txt").write_text("hello")
+    with pytest.raises(IntegrityError, match="not in the manifest.*notes.txt"):
+        load_secure(folder)
+    (folder / "notes.txt").unlink()
+    (folder / "weights.safetensors").unlink()
+    with pytest.raises(IntegrityError, match="missing.*weights.safetensors"):
+        load_secure(folder)
+    checkpoint = tmp_path / "model.pt"
+    torch.save(weights(), checkpoint)
+    with pytest.raises(IntegrityError, match="unknown format"):
+        load_secure(checkpoint)
+    other = save_secure(weights(), tmp_path / "other")
+    manifest = other / "manifest.json"
+    manifest.write_text(manifest.read_text().replace("course-secure-model/1", "someone-else/7"))
+    with pytest.raises(IntegrityError, match="unknown format"):
+        load_secure(other)
+    assert issubclass(IntegrityError, ValueError)
+
+
+def test_a_pickle_payload_runs_under_weights_only_false_and_is_refused_by_the_course(tmp_path):
+    checkpoint, marker = tmp_path / "innocent.pt", tmp_path / "payload-ran"
+    write_pickle_payload(checkpoint, marker)
+    with pytest.raises(IntegrityError, match="asks to run code"):
+        safe_torch_load(checkpoint)
+    assert not marker.exists()
+    torch.load(checkpoint, weights_only=False)  # what the course never does
+    assert marker.exists()
+    with pytest.raises(IntegrityError, match="not a valid safetensors"):
+        load_weights(checkpoint)
+    save_weights(weights(), tmp_path / "w.safetensors")
+    assert same(load_weights(tmp_path / "w.safetensors"), weights())
+    torch.save(weights(), tmp_path / "plain.pt")
+    assert same(safe_torch_load(tmp_path / "plain.pt"), weights())
+
+
+def test_a_nonce_is_never_reused(tmp_path):
+    key = new_key()
+    first = save_secure(weights(), tmp_path / "a", key=key)
+    second = save_secure(weights(), tmp_path / "b", key=key)
+    a = (first / "weights.safetensors.enc").read_bytes()
+    b = (second / "weights.safetensors.enc").read_bytes()
+    assert a[:12] != b[:12] and a[12:] != b[12:]  # fresh nonce, so a different ciphertext
+
+
+def test_keys_come_from_a_private_file_or_the_environment(tmp_path, monkeypatch):
+    path = write_key_file(tmp_path / "model.key")
+    assert path.stat().st_mode & 0o777 == 0o600
+    key = load_key(path)
+    assert len(key) == 32
+    with pytest.raises(FileExistsError):
+        write_key_file(path)
+    monkeypatch.setenv(KEY_ENV, path.read_text())
+    assert load_key() == key
+    monkeypatch.delenv(KEY_ENV)
+    with pytest.raises(KeyError, match=KEY_ENV):
+        load_key()
+    (tmp_path / "short.key").write_text("c2hvcnQ=")
+    with pytest.raises(ValueError, match="needs 32"):
+        load_key(tmp_path / "short.key")
+
+
+def test_a_process_killed_mid_save_leaves_the_previous_version_loadable(tmp_path):
+    key = new_key()
+    folder = save_secure(weights(1), tmp_path / "model", key=key, metadata={"version": 1})
+    script = textwrap.dedent(f"""
+        import os, time, torch
+        import course_lib.hardening.secure as secure
+        real_fsync = os.fsync
+        def slow_fsync(fd):
+            real_fsync(fd)
+            print("writing", flush=True)
+            time.sleep(60)  # killed here, half-way through writing the new version
+        secure.os.fsync = slow_fsync
+        state = {{"fc.weight": torch.ones(10, 32), "fc.bias": torch.ones(10)}}
+        secure.save_secure(state, {str(folder)!r}, key=bytes.fromhex({key.hex()!r}), metadata={{"version": 2}})
+    """)
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "writing"
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    state, metadata = load_secure(folder, key=key)
+    assert same(state, weights(1)) and metadata == {"version": 1}
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".model.tmp-")]
+    assert len(leftovers) == 1  # the half-written staging folder, never at the model's path
