@@ -4,7 +4,9 @@
   pickle payload to show why (``course_lib.hardening.serialization``);
 - keys, AES-256-GCM encryption, HMAC-SHA256 and Ed25519 signatures (``crypto``);
 - ``save_secure`` / ``load_secure``: a signed manifest of SHA-256 hashes, encryption at rest,
-  and verification on every load (``secure``). Any failure raises :class:`IntegrityError`.
+  and verification on every load (``secure``). Any failure raises :class:`IntegrityError`;
+- ``ModelRegistry``: versions, aliases (champion, candidate), rollback and lineage on a local
+  folder, safe when several processes write at once (``registry``).
 """
 
 from course_lib.hardening.crypto import (
@@ -15,6 +17,7 @@ from course_lib.hardening.crypto import (
     new_key,
     write_key_file,
 )
+from course_lib.hardening.registry import ModelRegistry
 from course_lib.hardening.secure import load_secure, save_secure
 from course_lib.hardening.serialization import (
     IntegrityError,
@@ -27,5 +30,5 @@ from course_lib.hardening.serialization import (
 __all__ = [
     "IntegrityError", "save_secure", "load_secure", "save_weights", "load_weights", "safe_torch_load",
     "write_pickle_payload", "new_key", "write_key_file", "load_key", "KEY_ENV",
-    "Ed25519PrivateKey", "Ed25519PublicKey",
+    "Ed25519PrivateKey", "Ed25519PublicKey", "ModelRegistry",
 ]  # fmt: skip

@@ -1,0 +1,167 @@
+"""A model registry on a local folder: numbered versions, aliases, lineage, safe under concurrency.
+
+Layout::
+
+    root/<name>/versions/<n>/   one save_secure folder per version, never modified once written
+    root/<name>/registry.json   versions (metrics, parent, data fingerprint, time) and aliases
+    root/<name>/.lock           an OS file lock: one writer at a time, across processes
+
+Every write is atomic. A version folder is written under a temporary name and renamed into
+place, and registry.json is replaced in one ``os.replace``. A process killed mid-register
+leaves at worst an unregistered folder, never a damaged version. "champion" and "candidate"
+are aliases: ``promote`` points one at a version, ``rollback`` moves it back to where it
+pointed before.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from course_lib.hardening.secure import load_secure, save_secure
+
+__all__ = ["ModelRegistry"]
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class ModelRegistry:
+    """Versions of named models in the folder ``root`` (created if missing)."""
+
+    def __init__(self, root: str | os.PathLike, *, key: bytes | None = None, signing_key=None,
+                 verify_key=None):  # fmt: skip
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.key, self.signing_key, self.verify_key = key, signing_key, verify_key
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def register(self, state_dict: dict[str, torch.Tensor], name: str, *, metrics: dict | None = None,
+                 parent: int | None = None, data_fingerprint: str | None = None) -> int:  # fmt: skip
+        """Store a new version of ``name``; return its number (1, 2, ...)."""
+        folder = self._folder(name)
+        with self._locked(name):
+            registry = self._read(name)
+            if parent is not None and str(parent) not in registry["versions"]:
+                raise ValueError(f"{name} has no version {parent} to be the parent")
+            taken = [int(v) for v in registry["versions"]]
+            taken += [
+                int(p.name) for p in (folder / "versions").glob("[0-9]*")
+            ]  # a crashed register's
+            version = max(taken, default=0) + 1
+            record = {"metrics": metrics or {}, "parent": parent, "data_fingerprint": data_fingerprint,
+                      "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
+            save_secure(state_dict, folder / "versions" / str(version), key=self.key,
+                        signing_key=self.signing_key,
+                        metadata={"name": name, "version": version, **record})  # fmt: skip
+            registry["versions"][str(version)] = record
+            self._write(name, registry)
+        return version
+
+    def promote(self, name: str, version: int, alias: str) -> None:
+        """Point ``alias`` (e.g. "champion") at ``version``; the previous target is remembered."""
+        with self._locked(name):
+            registry = self._read(name)
+            if str(version) not in registry["versions"]:
+                raise ValueError(
+                    f"{name} has no version {version}; it has {self._numbers(registry)}"
+                )
+            history = registry["aliases"].setdefault(alias, [])
+            history.append(version)
+            self._write(name, registry)
+
+    def rollback(self, name: str, alias: str) -> int:
+        """Move ``alias`` back to the version it pointed at before; return that version."""
+        with self._locked(name):
+            registry = self._read(name)
+            history = registry["aliases"].get(alias, [])
+            if len(history) < 2:
+                raise ValueError(f"{name}@{alias} has no earlier version to roll back to")
+            history.pop()
+            self._write(name, registry)
+            return history[-1]
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def versions(self, name: str) -> list[dict]:
+        """Every registered version of ``name``, oldest first, with its record."""
+        registry = self._read(name)
+        return [{"version": int(v), **record} for v, record in sorted(registry["versions"].items(),
+                                                                       key=lambda item: int(item[0]))]  # fmt: skip
+
+    def aliases(self, name: str) -> dict[str, int]:
+        """Where each alias points now."""
+        return {
+            alias: history[-1] for alias, history in self._read(name)["aliases"].items() if history
+        }
+
+    def resolve(self, reference: str) -> tuple[str, int]:
+        """``"digits@champion"`` or ``"digits@3"`` -> ("digits", version)."""
+        name, _, which = reference.partition("@")
+        registry = self._read(name)
+        if which.isdigit() and which in registry["versions"]:
+            return name, int(which)
+        if which in registry["aliases"] and registry["aliases"][which]:
+            return name, registry["aliases"][which][-1]
+        raise KeyError(
+            f"no {reference!r}: versions {self._numbers(registry)}, aliases {sorted(registry['aliases'])}"
+        )
+
+    def load(self, reference: str) -> tuple[dict[str, torch.Tensor], dict]:
+        """``(state_dict, metadata)`` of ``"name@alias"`` or ``"name@version"``, fully verified."""
+        name, version = self.resolve(reference)
+        return load_secure(self._folder(name) / "versions" / str(version), key=self.key,
+                           verify_key=self.verify_key)  # fmt: skip
+
+    def lineage(self, reference: str) -> list[int]:
+        """The version and its ancestors, newest first: [5, 3, 1] when 5's parent is 3 and 3's is 1."""
+        name, version = self.resolve(reference)
+        registry, chain = self._read(name), []
+        while version is not None:
+            chain.append(version)
+            version = registry["versions"][str(version)]["parent"]
+        return chain
+
+    # --- storage ----------------------------------------------------------------------------------
+
+    def _folder(self, name: str) -> Path:
+        if not _NAME.match(name):
+            raise ValueError(f"model names are letters, digits, '.', '_' and '-', got {name!r}")
+        return self.root / name
+
+    @contextmanager
+    def _locked(self, name: str):
+        folder = self._folder(name)
+        (folder / "versions").mkdir(parents=True, exist_ok=True)
+        with open(folder / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # waits for any other writer, in any process
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _read(self, name: str) -> dict:
+        path = self._folder(name) / "registry.json"
+        if not path.exists():
+            return {"versions": {}, "aliases": {}}
+        return json.loads(path.read_text())
+
+    def _write(self, name: str, registry: dict) -> None:
+        path = self._folder(name) / "registry.json"
+        staging = path.with_name(f".registry.json.tmp-{os.getpid()}")
+        with open(staging, "w") as file:
+            json.dump(registry, file, indent=1, sort_keys=True)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(staging, path)  # readers see the old file or the new one, never half of one
+
+    @staticmethod
+    def _numbers(registry: dict) -> list[int]:
+        return sorted(int(v) for v in registry["versions"])

@@ -1,0 +1,117 @@
+"""ModelRegistry: versions, aliases, rollback, lineage; concurrent writers and crashes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from course_lib.hardening import Ed25519PrivateKey, IntegrityError, ModelRegistry, new_key
+
+
+def weights(value: float) -> dict[str, torch.Tensor]:
+    return {"fc.weight": torch.full((4, 8), value), "fc.bias": torch.full((4,), value)}
+
+
+def test_versions_aliases_rollback_and_lineage(tmp_path):
+    registry = ModelRegistry(tmp_path)
+    first = registry.register(
+        weights(1), "digits", metrics={"accuracy": 0.90}, data_fingerprint="abc"
+    )
+    second = registry.register(weights(2), "digits", metrics={"accuracy": 0.93}, parent=first)
+    third = registry.register(weights(3), "digits", metrics={"accuracy": 0.95}, parent=second)
+    assert (first, second, third) == (1, 2, 3)
+    assert [v["metrics"]["accuracy"] for v in registry.versions("digits")] == [0.90, 0.93, 0.95]
+    registry.promote("digits", 2, "champion")
+    registry.promote("digits", 3, "champion")
+    registry.promote("digits", 3, "candidate")
+    assert registry.aliases("digits") == {"champion": 3, "candidate": 3}
+    state, metadata = registry.load("digits@champion")
+    assert torch.equal(state["fc.bias"], torch.full((4,), 3.0)) and metadata["version"] == 3
+    assert registry.rollback("digits", "champion") == 2
+    assert registry.load("digits@champion")[1]["version"] == 2
+    assert registry.load("digits@1")[1]["data_fingerprint"] == "abc"
+    assert registry.lineage("digits@3") == [3, 2, 1]
+    with pytest.raises(ValueError, match="no earlier version"):
+        registry.rollback("digits", "champion")
+    with pytest.raises(ValueError, match="no version 9"):
+        registry.promote("digits", 9, "champion")
+    with pytest.raises(ValueError, match="no version 7 to be the parent"):
+        registry.register(weights(4), "digits", parent=7)
+    with pytest.raises(KeyError, match="aliases"):
+        registry.load("digits@production")
+    with pytest.raises(ValueError, match="model names"):
+        registry.register(weights(1), "../escape")
+
+
+def test_an_encrypted_signed_registry_refuses_a_tampered_version(tmp_path):
+    private = Ed25519PrivateKey.generate()
+    key = new_key()
+    registry = ModelRegistry(
+        tmp_path, key=key, signing_key=private, verify_key=private.public_key()
+    )
+    registry.register(weights(1), "digits")
+    assert torch.equal(registry.load("digits@1")[0]["fc.weight"], torch.full((4, 8), 1.0))
+    sealed = tmp_path / "digits" / "versions" / "1" / "weights.safetensors.enc"
+    data = bytearray(sealed.read_bytes())
+    data[-1] ^= 1
+    sealed.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError):
+        registry.load("digits@1")
+
+
+def _writer_script(root, value: float, count: int) -> str:
+    return textwrap.dedent(f"""
+        import torch
+        from course_lib.hardening import ModelRegistry
+        registry = ModelRegistry({str(root)!r})
+        for i in range({count}):
+            state = {{"fc.weight": torch.full((4, 8), {value}), "fc.bias": torch.full((4,), float(i))}}
+            print(registry.register(state, "digits", metrics={{"writer": {value}}}), flush=True)
+    """)
+
+
+def test_two_processes_registering_at_once_get_distinct_loadable_versions(tmp_path):
+    writers = [subprocess.Popen([sys.executable, "-c", _writer_script(tmp_path, value, 8)],
+                                stdout=subprocess.PIPE, text=True) for value in (1.0, 2.0)]  # fmt: skip
+    outputs = [writer.communicate(timeout=120)[0].split() for writer in writers]
+    assert all(writer.returncode == 0 for writer in writers)
+    numbers = sorted(int(n) for output in outputs for n in output)
+    assert numbers == list(range(1, 17))
+    registry = ModelRegistry(tmp_path)
+    for record in registry.versions("digits"):
+        state, metadata = registry.load(f"digits@{record['version']}")
+        assert state["fc.weight"][0, 0].item() == metadata["metrics"]["writer"]
+
+
+def test_a_process_killed_mid_register_leaves_the_registry_usable(tmp_path):
+    registry = ModelRegistry(tmp_path)
+    registry.register(weights(1), "digits")
+    registry.promote("digits", 1, "champion")
+    script = textwrap.dedent(f"""
+        import os, time, torch
+        import course_lib.hardening.secure as secure
+        real_fsync = os.fsync
+        def slow_fsync(fd):
+            real_fsync(fd)
+            print("writing", flush=True)
+            time.sleep(60)  # killed here, with the new version half written and the lock held
+        secure.os.fsync = slow_fsync
+        from course_lib.hardening import ModelRegistry
+        ModelRegistry({str(tmp_path)!r}).register({{"fc.weight": torch.zeros(4, 8)}}, "digits")
+    """)
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "writing"
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert [v["version"] for v in registry.versions("digits")] == [1]
+    assert registry.load("digits@champion")[1]["version"] == 1
+    assert json.loads((tmp_path / "digits" / "registry.json").read_text())["aliases"] == {
+        "champion": [1]
+    }
+    assert registry.register(weights(2), "digits") == 2  # the lock died with the process
