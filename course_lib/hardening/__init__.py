@@ -6,7 +6,9 @@
 - ``save_secure`` / ``load_secure``: a signed manifest of SHA-256 hashes, encryption at rest,
   and verification on every load (``secure``). Any failure raises :class:`IntegrityError`;
 - ``ModelRegistry``: versions, aliases (champion, candidate), rollback and lineage on a local
-  folder, safe when several processes write at once (``registry``).
+  folder, safe when several processes write at once (``registry``);
+- prediction validation: an input guard, OOD scores with a calibrated threshold and AUROC,
+  FGSM and PGD attacks, and ``GuardedPredictor``, which abstains with a reason (``guard``).
 """
 
 from course_lib.hardening.crypto import (
@@ -16,6 +18,19 @@ from course_lib.hardening.crypto import (
     load_key,
     new_key,
     write_key_file,
+)
+from course_lib.hardening.guard import (
+    GuardedPredictor,
+    InputGuard,
+    InvalidInput,
+    Prediction,
+    accuracy_under_attack,
+    auroc,
+    calibrate_threshold,
+    energy_score,
+    fgsm,
+    max_softmax_score,
+    pgd,
 )
 from course_lib.hardening.registry import ModelRegistry
 from course_lib.hardening.secure import load_secure, save_secure
@@ -30,5 +45,7 @@ from course_lib.hardening.serialization import (
 __all__ = [
     "IntegrityError", "save_secure", "load_secure", "save_weights", "load_weights", "safe_torch_load",
     "write_pickle_payload", "new_key", "write_key_file", "load_key", "KEY_ENV",
-    "Ed25519PrivateKey", "Ed25519PublicKey", "ModelRegistry",
+    "Ed25519PrivateKey", "Ed25519PublicKey", "ModelRegistry", "InvalidInput", "InputGuard",
+    "max_softmax_score", "energy_score", "calibrate_threshold", "auroc", "fgsm", "pgd",
+    "accuracy_under_attack", "Prediction", "GuardedPredictor",
 ]  # fmt: skip
