@@ -8,7 +8,8 @@
 - ``ModelRegistry``: versions, aliases (champion, candidate), rollback and lineage on a local
   folder, safe when several processes write at once (``registry``);
 - prediction validation: an input guard, OOD scores with a calibrated threshold and AUROC,
-  FGSM and PGD attacks, and ``GuardedPredictor``, which abstains with a reason (``guard``).
+  FGSM and PGD attacks, and ``GuardedPredictor``, which abstains with a reason (``guard``);
+- export: torch.export, ONNX checked against onnxruntime, dynamic int8 quantization (``export``).
 """
 
 from course_lib.hardening.crypto import (
@@ -18,6 +19,14 @@ from course_lib.hardening.crypto import (
     load_key,
     new_key,
     write_key_file,
+)
+from course_lib.hardening.export import (
+    compare_runtimes,
+    export_onnx,
+    export_program,
+    onnx_session,
+    quantize_int8,
+    serialized_size,
 )
 from course_lib.hardening.guard import (
     GuardedPredictor,
@@ -47,5 +56,6 @@ __all__ = [
     "write_pickle_payload", "new_key", "write_key_file", "load_key", "KEY_ENV",
     "Ed25519PrivateKey", "Ed25519PublicKey", "ModelRegistry", "InvalidInput", "InputGuard",
     "max_softmax_score", "energy_score", "calibrate_threshold", "auroc", "fgsm", "pgd",
-    "accuracy_under_attack", "Prediction", "GuardedPredictor",
+    "accuracy_under_attack", "Prediction", "GuardedPredictor", "export_program", "export_onnx",
+    "onnx_session", "compare_runtimes", "quantize_int8", "serialized_size",
 ]  # fmt: skip

@@ -1,0 +1,45 @@
+"""Export: torch.export and ONNX match the eager model; int8 quantization shrinks Linear layers."""
+
+from __future__ import annotations
+
+import torch
+
+from course_lib.hardening import (
+    compare_runtimes,
+    export_onnx,
+    export_program,
+    onnx_session,
+    quantize_int8,
+    serialized_size,
+)
+from course_lib.models import mlp
+from course_lib.transfer import load_backbone, replace_head
+
+
+def test_exported_programs_match_the_model_at_any_batch_size(tmp_path):
+    model = replace_head(load_backbone("bundled"), 10).eval()
+    inputs = torch.rand(32, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    program = export_program(
+        model, inputs[:1]
+    )  # a batch of 1 as the example still exports any batch
+    with torch.no_grad():
+        for size in (1, 5, 32):
+            assert (program.module()(inputs[:size]) - model(inputs[:size])).abs().max() < 1e-5
+    session = onnx_session(export_onnx(model, inputs[:1], tmp_path / "model.onnx"))
+    rows = compare_runtimes(model, session, inputs, batch_sizes=(1, 32), repeats=3)
+    assert [row["batch"] for row in rows] == [1, 32]
+    assert all(
+        row["max_abs_diff"] < 1e-4 and row["torch_ms"] > 0 and row["onnx_ms"] > 0 for row in rows
+    )
+
+
+def test_int8_quantization_shrinks_linear_layers_and_keeps_the_answers():
+    torch.manual_seed(0)
+    model = mlp(64, [256, 256], 10).eval()
+    quantized = quantize_int8(model)
+    assert serialized_size(quantized) < serialized_size(model) / 3  # int8 weights: about 4x smaller
+    inputs = torch.rand(200, 64)
+    with torch.no_grad():
+        agreement = (quantized(inputs).argmax(1) == model(inputs).argmax(1)).float().mean()
+    assert agreement > 0.95
+    assert isinstance(model[-1], torch.nn.Linear)  # the original is left as it was
