@@ -25,6 +25,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock
 
 from course_lib.data import Split
+from course_lib.glyphs import GLYPH_CLASSES  # the bundled head: one output per glyph class
 from course_lib.train import Callback, TrainingState
 
 __all__ = [
@@ -33,7 +34,6 @@ __all__ = [
     "BUNDLED_WEIGHTS", "BUNDLED_SHA256", "WeightsUnavailable", "imagenet_weights_path", "pretrain",
 ]  # fmt: skip
 
-BLOCKS = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4", "fc")
 BACKBONES = ("bundled", "small_resnet", "resnet18")
 BUNDLED_WEIGHTS = Path(__file__).parent / "weights" / "small_resnet_glyphs.safetensors"
 # Written by `course pretrain`; checked on every load (a different file is refused).
@@ -111,15 +111,12 @@ def load_backbone(name: str, weights: str | None = None) -> nn.Module:
     if name == "small_resnet":
         if weights is not None:
             raise ValueError(f"small_resnet weights are None (random) or 'glyphs', got {weights!r}")
-        return SmallResNet(num_classes=_GLYPH_CLASSES)
+        return SmallResNet(num_classes=GLYPH_CLASSES)
     if name == "resnet18":
         if weights not in (None, "imagenet"):
             raise ValueError(f"resnet18 weights are None (random) or 'imagenet', got {weights!r}")
         return _imagenet_resnet18() if weights == "imagenet" else _torchvision_resnet18()
     raise ValueError(f"unknown backbone {name!r}; choose one of {list(BACKBONES)}")
-
-
-_GLYPH_CLASSES = 1000  # the bundled backbone's head: one output per glyph class
 
 
 def _bundled_backbone() -> SmallResNet:
@@ -137,7 +134,7 @@ def _bundled_backbone() -> SmallResNet:
             "the file was changed or damaged. Restore it (git checkout, or reinstall the course) "
             "or rebuild it with `course pretrain`."
         )
-    model = SmallResNet(num_classes=_GLYPH_CLASSES)
+    model = SmallResNet(num_classes=GLYPH_CLASSES)
     model.load_state_dict(load(content))
     return model
 
@@ -400,7 +397,7 @@ def extract_features(backbone: nn.Module, data, *, batch_size: int = 512):
 
 
 def pretrain(path: str | os.PathLike = BUNDLED_WEIGHTS, *, seed: int = 0, epochs: int = 8,
-             per_class: int = 24, classes: int = _GLYPH_CLASSES, progress: bool = True) -> dict:  # fmt: skip
+             per_class: int = 24, classes: int = GLYPH_CLASSES, progress: bool = True) -> dict:  # fmt: skip
     """Pretrain SmallResNet on the glyph classes and save it as safetensors; what ``course pretrain`` runs.
 
     ``per_class`` images of each of ``classes`` glyph classes (seeded), AdamW with a one-cycle

@@ -45,7 +45,6 @@ __all__ = ["STRATEGIES", "TransferRun", "train_strategy", "compare_strategies", 
 
 STRATEGIES = ("scratch", "features (live)", "features (cached)", "layer4 + fc",
               "all, per-block lr", "gradual unfreezing")  # fmt: skip
-BLOCKS = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4", "fc")
 PER_BLOCK_LR = {"fc": 1e-3, "layer4": 3e-4, "layer3": 1e-4, "layer2": 1e-4, "layer1": 1e-4,
                 "bn1": 1e-4, "conv1": 1e-4}  # fmt: skip
 

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import signal
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -232,25 +228,16 @@ def test_keys_come_from_a_private_file_or_the_environment(tmp_path, monkeypatch)
         load_key(tmp_path / "short.key")
 
 
-def test_a_process_killed_mid_save_leaves_the_previous_version_loadable(tmp_path):
+def test_a_process_killed_mid_save_leaves_the_previous_version_loadable(
+    tmp_path, kill_while_writing
+):
     key = new_key()
     folder = save_secure(weights(1), tmp_path / "model", key=key, metadata={"version": 1})
-    script = textwrap.dedent(f"""
-        import os, time, torch
-        import course_lib.hardening.secure as secure
-        real_fsync = os.fsync
-        def slow_fsync(fd):
-            real_fsync(fd)
-            print("writing", flush=True)
-            time.sleep(60)  # killed here, half-way through writing the new version
-        secure.os.fsync = slow_fsync
+    kill_while_writing(f"""
+        import torch
         state = {{"fc.weight": torch.ones(10, 32), "fc.bias": torch.ones(10)}}
         secure.save_secure(state, {str(folder)!r}, key=bytes.fromhex({key.hex()!r}), metadata={{"version": 2}})
     """)
-    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert process.stdout.readline().strip() == "writing"
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
     state, metadata = load_secure(folder, key=key)
     assert same(state, weights(1)) and metadata == {"version": 1}
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".model.tmp-")]

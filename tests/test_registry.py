@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import textwrap
@@ -89,26 +88,15 @@ def test_two_processes_registering_at_once_get_distinct_loadable_versions(tmp_pa
         assert state["fc.weight"][0, 0].item() == metadata["metrics"]["writer"]
 
 
-def test_a_process_killed_mid_register_leaves_the_registry_usable(tmp_path):
+def test_a_process_killed_mid_register_leaves_the_registry_usable(tmp_path, kill_while_writing):
     registry = ModelRegistry(tmp_path)
     registry.register(weights(1), "digits")
     registry.promote("digits", 1, "champion")
-    script = textwrap.dedent(f"""
-        import os, time, torch
-        import course_lib.hardening.secure as secure
-        real_fsync = os.fsync
-        def slow_fsync(fd):
-            real_fsync(fd)
-            print("writing", flush=True)
-            time.sleep(60)  # killed here, with the new version half written and the lock held
-        secure.os.fsync = slow_fsync
-        from course_lib.hardening import ModelRegistry
+    kill_while_writing(f"""
+        import torch
+        from course_lib.hardening import ModelRegistry  # killed with the lock held
         ModelRegistry({str(tmp_path)!r}).register({{"fc.weight": torch.zeros(4, 8)}}, "digits")
     """)
-    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert process.stdout.readline().strip() == "writing"
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
     assert [v["version"] for v in registry.versions("digits")] == [1]
     assert registry.load("digits@champion")[1]["version"] == 1
     assert json.loads((tmp_path / "digits" / "registry.json").read_text())["aliases"] == {
