@@ -221,7 +221,9 @@ def test_hidden_tests_never_reach_exercises_or_the_public_api():
                 assert json.dumps(case) not in text
 
 
-@pytest.mark.parametrize("name", ["03_training_a_network", "05_transfer_learning"])
+@pytest.mark.parametrize(
+    "name", ["03_training_a_network", "05_transfer_learning", "06_deployment_hardening"]
+)
 def test_solution_scores_full_points_with_hidden_cases(tmp_path, name):
     from course_lib.grading.batch import grade_submission
 

@@ -319,3 +319,112 @@ def test_head_and_few_label_checks_measure_accuracy(capsys):
         capsys, "ch5.few_labels", lambda labelled: replace_head(load_backbone("small_resnet"), 10)
     )
     assert "so few labels are not enough from scratch" in untrained
+
+
+def _tampered(folder, *, skip_unlisted=False, skip_missing=False, include_manifest=False):
+    import hashlib
+    import json
+
+    listed = json.loads((folder / "manifest.json").read_text())["files"]
+    found = []
+    for name, digest in listed.items():
+        path = folder / name
+        if not path.exists():
+            found += [] if skip_missing else [name]
+        elif hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            found.append(name)
+    if not skip_unlisted:
+        ignored = () if include_manifest else ("manifest.json", "manifest.sig")
+        found += [
+            p.name for p in folder.iterdir() if p.name not in listed and p.name not in ignored
+        ]
+    return sorted(found)
+
+
+def test_tampered_file_checks_name_each_missed_kind(capsys):
+    assert "passed (4/4 cases)" in report(capsys, "ch6.tampered_files", _tampered)
+    unlisted = report(capsys, "ch6.tampered_files", lambda f: _tampered(f, skip_unlisted=True))
+    assert "1 of 4 cases failed" in unlisted and "the manifest does not list counts too" in unlisted
+    missing = report(
+        capsys, "ch6.tampered_files", lambda f: _tampered(f, skip_missing=True)
+    )  # a missing file ignored
+    assert "check .exists() first" in missing
+    manifest = report(capsys, "ch6.tampered_files", lambda f: _tampered(f, include_manifest=True))
+    assert "leave them out" in manifest
+    everything = report(capsys, "ch6.tampered_files", lambda f: sorted(p.name for p in f.iterdir()))
+    assert "[] (nothing changed)" in everything or "leave them out" in everything
+
+
+def _guard(x, *, nan_check=True, single=True):
+    if not isinstance(x, torch.Tensor):
+        raise TypeError("not a tensor")
+    if x.dtype != torch.float32:
+        raise ValueError("dtype")
+    if single and x.shape == (1, 16, 16):
+        x = x.unsqueeze(0)
+    if x.dim() != 4 or x.shape[1:] != (1, 16, 16) or not 1 <= len(x) <= 64:
+        raise ValueError("shape")
+    if nan_check and torch.isnan(x).any():
+        raise ValueError("NaN")
+    if x.min() < 0 or x.max() > 1:
+        raise ValueError("range")
+    return x
+
+
+def test_input_guard_checks_explain_nan_and_single_images(capsys):
+    assert "passed (7/7 cases)" in report(capsys, "ch6.input_guard", _guard)
+    nan = report(capsys, "ch6.input_guard", lambda x: _guard(x, nan_check=False))
+    assert "1 of 7 cases failed" in nan and "NaN compares False with everything" in nan
+    single = report(capsys, "ch6.input_guard", lambda x: _guard(x, single=False))
+    assert "x.unsqueeze(0)" in single
+
+    def normalizing(x):
+        return (_guard(x) - 0.5) / 0.5
+
+    assert "does not change the input" in report(capsys, "ch6.input_guard", normalizing)
+
+    def silent(x):
+        try:
+            return _guard(x)
+        except ValueError:
+            raise ValueError() from None
+
+    assert "with no message" in report(capsys, "ch6.input_guard", silent)
+
+
+def test_threshold_checks_name_the_wrong_quantile_and_logits(capsys):
+    def threshold(model, inputs, rate, *, upper=False, logits=False):
+        with torch.no_grad():
+            outputs = model(inputs)
+        scores = outputs.max(dim=1).values if logits else outputs.softmax(dim=1).max(dim=1).values
+        return torch.quantile(scores, 1 - rate if upper else rate).item()
+
+    assert "passed (2/2 cases)" in report(capsys, "ch6.ood_threshold", threshold)
+    upper = report(capsys, "ch6.ood_threshold", lambda m, x, r: threshold(m, x, r, upper=True))
+    assert "not the 1 - false_positive_rate one" in upper
+    logits = report(capsys, "ch6.ood_threshold", lambda m, x, r: threshold(m, x, r, logits=True))
+    assert "not the raw logits" in logits
+
+
+def test_fgsm_checks_name_the_sign_the_clip_and_the_direction(capsys):
+    from torch import nn
+
+    def attack(model, x, y, epsilon, *, direction=1, clip=True, sign=True):
+        x = x.clone().requires_grad_(True)
+        (gradient,) = torch.autograd.grad(nn.functional.cross_entropy(model(x), y), x)
+        moved = x + direction * epsilon * (gradient.sign() if sign else gradient)
+        return (moved.clamp(0, 1) if clip else moved).detach()
+
+    assert "passed (1/1 cases)" in report(capsys, "ch6.fgsm", attack)
+    against = report(capsys, "ch6.fgsm", lambda m, x, y, e: attack(m, x, y, e, direction=-1))
+    assert "do not subtract it" in against
+    unclipped = report(capsys, "ch6.fgsm", lambda m, x, y, e: attack(m, x, y, e, clip=False))
+    assert ".clamp(0, 1)" in unclipped
+    raw = report(capsys, "ch6.fgsm", lambda m, x, y, e: attack(m, x, y, e, sign=False))
+    assert "not the gradient itself" in raw
+
+    def in_place(model, x, y, epsilon):
+        x += 0.0 * x + epsilon  # changes the caller's images
+        return x.clamp(0, 1)
+
+    assert "x changed in place" in report(capsys, "ch6.fgsm", in_place)

@@ -14,12 +14,16 @@ from course_lib.hardening import (
     InputGuard,
     InvalidInput,
     accuracy_under_attack,
+    attack_figure,
     auroc,
     calibrate_threshold,
     energy_score,
     fgsm,
+    flagged_rates,
     max_softmax_score,
     pgd,
+    threshold_controls,
+    threshold_figure,
 )
 from course_lib.train import evaluate, fit
 from course_lib.transfer import extract_features, freeze, load_backbone, replace_head, unfreeze
@@ -126,3 +130,31 @@ def test_the_guarded_predictor_answers_or_says_why_not(trained):
         predictor.predict(torch.rand(2, 3, 16, 16))
     with pytest.raises(ValueError, match="'msp' or 'energy'"):
         GuardedPredictor(model, InputGuard(), 0.5, score="entropy")
+
+
+def test_the_threshold_figure_reports_the_rates_at_the_calibrated_threshold():
+    generator = torch.Generator().manual_seed(0)
+    val, test = torch.rand(1000, generator=generator) + 1, torch.rand(1000, generator=generator) + 1
+    noise = torch.rand(200, generator=generator)  # all below every normal score
+    rates = flagged_rates({"test": test, "noise": noise}, calibrate_threshold(val, 0.1))
+    assert rates["noise"] == 1.0 and rates["test"] == pytest.approx(0.1, abs=0.03)
+    figure = threshold_figure(val, test, {"noise": noise}, false_positive_rate=0.1)
+    labels = figure.axes[0].get_legend_handles_labels()[1]
+    assert labels[1] == "noise: 100% caught" and labels[0].startswith("test digits: ")
+    assert "threshold 1.1" in labels[2]
+    controls = threshold_controls()
+    controls["false_positive_rate"].value = 0.2
+    assert controls.values() == {"score": "msp", "false_positive_rate": 0.2}
+
+
+def test_the_attack_figure_shows_curves_and_the_change(trained):
+    model, _, test = trained
+    x, y = test.inputs[:20], test.targets[:20]
+    curves = {"FGSM": accuracy_under_attack(model, x, y, [0, 0.1])}
+    attacked = fgsm(model, x[:1], y[:1], 0.1)
+    figure = attack_figure([0, 0.1], curves, x[0], attacked[0], epsilon=0.1, labels=(1, 2))
+    curve, before, after, change = figure.axes
+    assert list(curve.lines[0].get_ydata()) == curves["FGSM"]
+    assert after.get_title() == "attacked: 2" and change.get_title() == "change (±0.1)"
+    shown = change.images[0].get_array()
+    assert abs(shown).max() <= 0.1 + 1e-6

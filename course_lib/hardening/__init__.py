@@ -9,7 +9,8 @@
   folder, safe when several processes write at once (``registry``);
 - prediction validation: an input guard, OOD scores with a calibrated threshold and AUROC,
   FGSM and PGD attacks, and ``GuardedPredictor``, which abstains with a reason (``guard``);
-- export: torch.export, ONNX checked against onnxruntime, dynamic int8 quantization (``export``).
+- export: torch.export, ONNX checked against onnxruntime, dynamic int8 quantization (``export``);
+- figures: where an OOD threshold falls, and accuracy under attack (``figures``).
 """
 
 from course_lib.hardening.crypto import (
@@ -24,9 +25,16 @@ from course_lib.hardening.export import (
     compare_runtimes,
     export_onnx,
     export_program,
+    median_ms,
     onnx_session,
     quantize_int8,
     serialized_size,
+)
+from course_lib.hardening.figures import (
+    attack_figure,
+    flagged_rates,
+    threshold_controls,
+    threshold_figure,
 )
 from course_lib.hardening.guard import (
     GuardedPredictor,
@@ -57,5 +65,6 @@ __all__ = [
     "Ed25519PrivateKey", "Ed25519PublicKey", "ModelRegistry", "InvalidInput", "InputGuard",
     "max_softmax_score", "energy_score", "calibrate_threshold", "auroc", "fgsm", "pgd",
     "accuracy_under_attack", "Prediction", "GuardedPredictor", "export_program", "export_onnx",
-    "onnx_session", "compare_runtimes", "quantize_int8", "serialized_size",
+    "onnx_session", "compare_runtimes", "quantize_int8", "serialized_size", "median_ms",
+    "flagged_rates", "threshold_figure", "threshold_controls", "attack_figure",
 ]  # fmt: skip

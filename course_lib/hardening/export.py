@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 __all__ = ["export_program", "export_onnx", "onnx_session", "compare_runtimes", "quantize_int8",
-           "serialized_size"]  # fmt: skip
+           "serialized_size", "median_ms"]  # fmt: skip
 
 
 def _batch_of_two(example: torch.Tensor) -> torch.Tensor:
@@ -58,7 +58,8 @@ def onnx_session(path: str | os.PathLike, threads: int = 1):
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _median_ms(run, repeats: int) -> float:
+def median_ms(run, repeats: int = 30) -> float:
+    """Median milliseconds of ``run()`` over ``repeats`` calls, after one warm-up call."""
     run()  # warm-up
     times = []
     for _ in range(repeats):
@@ -83,8 +84,8 @@ def compare_runtimes(model: nn.Module, session, inputs: torch.Tensor,
         rows.append({
             "batch": size,
             "max_abs_diff": (got - expected).abs().max().item(),
-            "torch_ms": _median_ms(lambda b=batch: model(b), repeats),
-            "onnx_ms": _median_ms(lambda b=batch: session.run(None, {name: b.numpy()}), repeats),
+            "torch_ms": median_ms(lambda b=batch: model(b), repeats),
+            "onnx_ms": median_ms(lambda b=batch: session.run(None, {name: b.numpy()}), repeats),
         })  # fmt: skip
     return rows
 

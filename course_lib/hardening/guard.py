@@ -74,9 +74,9 @@ class InputGuard:
         result: list[str | None] = []
         for row in flat:
             if torch.isnan(row).any():
-                result.append(f"{int(torch.isnan(row).sum())} NaN values")
+                result.append(_count(int(torch.isnan(row).sum()), "NaN value"))
             elif torch.isinf(row).any():
-                result.append(f"{int(torch.isinf(row).sum())} infinite values")
+                result.append(_count(int(torch.isinf(row).sum()), "infinite value"))
             elif row.min() < self.low or row.max() > self.high:
                 result.append(
                     f"values from {row.min():.3g} to {row.max():.3g}, outside [{self.low:g}, {self.high:g}]"
@@ -84,6 +84,10 @@ class InputGuard:
             else:
                 result.append(None)
         return result
+
+
+def _count(number: int, thing: str) -> str:
+    return f"{number} {thing}" + ("" if number == 1 else "s")
 
 
 def max_softmax_score(logits: torch.Tensor) -> torch.Tensor:

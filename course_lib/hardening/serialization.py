@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -53,11 +54,16 @@ def safe_torch_load(path: str | os.PathLike) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0]
         raise IntegrityError(
-            f"refused {Path(path).name}: it asks to run code while loading ({first_line}). "
+            f"refused {Path(path).name}: it asks to run code while loading ({_what_it_calls(error)}). "
             "Never load it with weights_only=False unless you trust whoever made it."
         ) from None
+
+
+def _what_it_calls(error: pickle.UnpicklingError) -> str:
+    """The function torch refused to call, from its (long) message: "it calls getattr"."""
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+    return f"it calls {found.group(1)}" if found else "torch refused it with weights_only=True"
 
 
 class _TouchOnLoad:
