@@ -342,9 +342,11 @@ def _tampered(folder, *, skip_unlisted=False, skip_missing=False, include_manife
 
 
 def test_tampered_file_checks_name_each_missed_kind(capsys):
-    assert "passed (4/4 cases)" in report(capsys, "ch6.tampered_files", _tampered)
+    assert "passed (5/5 cases)" in report(capsys, "ch6.tampered_files", _tampered)
     unlisted = report(capsys, "ch6.tampered_files", lambda f: _tampered(f, skip_unlisted=True))
-    assert "1 of 4 cases failed" in unlisted and "the manifest does not list counts too" in unlisted
+    assert "2 of 5 cases failed" in unlisted and "the manifest does not list counts too" in unlisted
+    first_only = report(capsys, "ch6.tampered_files", lambda f: _tampered(f)[:1])
+    assert "1 of 5 cases failed" in first_only and "not only the first one" in first_only
     missing = report(
         capsys, "ch6.tampered_files", lambda f: _tampered(f, skip_missing=True)
     )  # a missing file ignored

@@ -64,6 +64,23 @@ def test_an_encrypted_signed_registry_refuses_a_tampered_version(tmp_path):
         registry.load("digits@1")
 
 
+def test_a_whole_version_copied_over_another_is_refused(tmp_path):
+    import shutil
+
+    private = Ed25519PrivateKey.generate()
+    registry = ModelRegistry(tmp_path, key=new_key(), signing_key=private,
+                             verify_key=private.public_key())  # fmt: skip
+    old, new = registry.register(weights(1), "digits"), registry.register(weights(2), "digits")
+    registry.promote("digits", new, "champion")
+    versions = tmp_path / "digits" / "versions"
+    shutil.rmtree(versions / str(new))
+    shutil.copytree(versions / str(old), versions / str(new))  # signed, and decrypts: but it is v1
+    with pytest.raises(
+        IntegrityError, match="digits@champion resolved to digits version 2, but the folder holds"
+    ):
+        registry.load("digits@champion")
+
+
 def _writer_script(root, value: float, count: int) -> str:
     return textwrap.dedent(f"""
         import torch

@@ -41,6 +41,7 @@ _TAMPERING = {
     "extra": "an extra file added",
     "missing": "the weights file deleted",
     "swap": "the weights replaced by another model's",
+    "flip+extra": "one bit flipped in the weights and an extra file added",
 }
 
 
@@ -51,11 +52,11 @@ def _make_folder(root: Path, tamper: str, encrypted: bool) -> tuple[Path, list[s
     key = new_key() if encrypted else None
     folder = save_secure(state, root / "model", key=key, metadata={"name": "digits", "version": 1})
     weights = "weights.safetensors.enc" if encrypted else "weights.safetensors"
-    if tamper == "flip":
+    if tamper in ("flip", "flip+extra"):
         data = bytearray((folder / weights).read_bytes())
         data[len(data) // 3] ^= 0b00010000
         (folder / weights).write_bytes(bytes(data))
-    elif tamper == "extra":
+    if tamper in ("extra", "flip+extra"):
         (folder / "notes.txt").write_text("nothing to see here\n")
     elif tamper == "missing":
         (folder / weights).unlink()
@@ -63,7 +64,8 @@ def _make_folder(root: Path, tamper: str, encrypted: bool) -> tuple[Path, list[s
         other = save_secure({k: v + 1 for k, v in state.items()}, root / "other", key=key,
                             metadata={"name": "digits", "version": 2})  # fmt: skip
         (folder / weights).write_bytes((other / weights).read_bytes())
-    return folder, [] if tamper == "none" else [{"extra": "notes.txt"}.get(tamper, weights)]
+    expected = {"none": [], "extra": ["notes.txt"], "flip+extra": sorted(["notes.txt", weights])}
+    return folder, expected.get(tamper, [weights])
 
 
 _TAMPER_HINTS = {
@@ -72,6 +74,7 @@ _TAMPER_HINTS = {
     "extra": "a file in the folder that the manifest does not list counts too "
     "(leave out manifest.json and manifest.sig themselves)",
     "missing": "a file the manifest lists that is not in the folder counts too (check .exists() first)",
+    "flip+extra": "report every untrusted file, not only the first one you find, and sort the names",
 }
 
 
@@ -124,7 +127,10 @@ def _guard_inputs(kind: str):
         "a 32x32 image": (torch.rand(2, 1, 32, 32), False),
         "a batch of 65": (images[:65].clone(), False),
         "an empty batch": (images[:0].clone(), False),
-        "uint8 pixels": ((images[:4] * 255).to(torch.uint8), False),
+        "uint8 pixels": (
+            torch.zeros(4, 1, 16, 16, dtype=torch.uint8),
+            False,
+        ),  # in range: only the dtype is wrong
         "float64 pixels": (images[:4].double(), False),
         "a list": (images[:2].tolist(), False),
     }
@@ -147,6 +153,9 @@ _GUARD_HINTS = {
 }
 
 
+_WRONG_TYPE = ("a list", "uint8 pixels", "float64 pixels")
+
+
 def _guard_case(params: dict) -> Case:
     kind = params["kind"]
 
@@ -165,8 +174,8 @@ def _guard_case(params: dict) -> Case:
                                "raise ValueError('...') with the reason, for example 'NaN in input 2'")  # fmt: skip
             return Verdict(True)
         except TypeError as error:
-            if kind == "a list" and str(error).strip():
-                return Verdict(True)  # TypeError is a fine answer to "not a tensor"
+            if kind in _WRONG_TYPE and str(error).strip():
+                return Verdict(True)  # TypeError is a fine answer to a wrong type or dtype
             raise
         if not valid:
             return Verdict(
@@ -189,6 +198,8 @@ def _guard_case(params: dict) -> Case:
 
 def _threshold_case(params: dict) -> Case:
     seed, rate = params["seed"], params["false_positive_rate"]
+
+    _model(seed)  # trained here, before the learner's time limit starts
 
     def check(calibrate_ood_threshold) -> Verdict:
         model = _model(seed)
@@ -237,6 +248,8 @@ def _gradient_sign(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.
 def _fgsm_case(params: dict) -> Case:
     seed, epsilon = params["seed"], params["epsilon"]
 
+    _model(seed)  # trained here, before the learner's time limit starts
+
     def check(fgsm_attack) -> Verdict:
         model = _model(seed)
         test = _digits(seed)[2]
@@ -280,7 +293,7 @@ EXERCISES = [
         function_name="find_tampered_files",
         points=1,
         make_case=_tamper_case,
-        public_params=[{"tamper": t} for t in ("none", "flip", "extra", "missing")],
+        public_params=[{"tamper": t} for t in ("none", "flip", "extra", "missing", "flip+extra")],
         general_hint="json.loads(manifest.json)['files'] maps names to SHA-256 hex digests: report changed, "
         "missing and unlisted files (not manifest.json or manifest.sig)",
     ),
@@ -302,7 +315,7 @@ EXERCISES = [
                 "uint8 pixels",
             )
         ],  # fmt: skip
-        general_hint="check the type, dtype, shape, batch size, NaN/inf and range in that order; "
+        general_hint="check the type, dtype, shape, batch size (1 to 64), NaN/inf and range in that order; "
         "raise ValueError with the reason",
     ),
     Exercise(

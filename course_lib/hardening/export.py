@@ -73,21 +73,29 @@ def median_ms(run, repeats: int = 30) -> float:
 def compare_runtimes(model: nn.Module, session, inputs: torch.Tensor,
                      batch_sizes: Sequence[int] = (1, 32), repeats: int = 30) -> list[dict]:  # fmt: skip
     """Per batch size: the largest difference between torch's and onnxruntime's outputs, and
-    the median milliseconds of each (same process, interleaved)."""
+    the median milliseconds of each (same process, interleaved). torch runs on one thread
+    here, like the sessions of :func:`onnx_session`."""
     model.eval()
     name = session.get_inputs()[0].name
-    rows = []
-    for size in batch_sizes:
-        batch = inputs[:size]
-        expected = model(batch)
-        got = torch.from_numpy(session.run(None, {name: batch.numpy()})[0])
-        rows.append({
-            "batch": size,
-            "max_abs_diff": (got - expected).abs().max().item(),
-            "torch_ms": median_ms(lambda b=batch: model(b), repeats),
-            "onnx_ms": median_ms(lambda b=batch: session.run(None, {name: b.numpy()}), repeats),
-        })  # fmt: skip
+    rows, threads = [], torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for size in batch_sizes:
+            rows.append(_compare_one(model, session, name, inputs[:size], repeats))
+    finally:
+        torch.set_num_threads(threads)
     return rows
+
+
+def _compare_one(model: nn.Module, session, name: str, batch: torch.Tensor, repeats: int) -> dict:
+    expected = model(batch)
+    got = torch.from_numpy(session.run(None, {name: batch.numpy()})[0])
+    return {
+        "batch": len(batch),
+        "max_abs_diff": (got - expected).abs().max().item(),
+        "torch_ms": median_ms(lambda: model(batch), repeats),
+        "onnx_ms": median_ms(lambda: session.run(None, {name: batch.numpy()}), repeats),
+    }
 
 
 def quantize_int8(model: nn.Module) -> nn.Module:

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from course_lib.hardening.secure import load_secure, save_secure
+from course_lib.hardening.serialization import IntegrityError
 
 __all__ = ["ModelRegistry"]
 
@@ -117,8 +118,14 @@ class ModelRegistry:
     def load(self, reference: str) -> tuple[dict[str, torch.Tensor], dict]:
         """``(state_dict, metadata)`` of ``"name@alias"`` or ``"name@version"``, fully verified."""
         name, version = self.resolve(reference)
-        return load_secure(self._folder(name) / "versions" / str(version), key=self.key,
-                           verify_key=self.verify_key)  # fmt: skip
+        state_dict, metadata = load_secure(self._folder(name) / "versions" / str(version), key=self.key,
+                                           verify_key=self.verify_key)  # fmt: skip
+        if (metadata.get("name"), metadata.get("version")) != (name, version):
+            raise IntegrityError(
+                f"{reference} resolved to {name} version {version}, but the folder holds "
+                f"{metadata.get('name')} version {metadata.get('version')}: a version was copied over another"
+            )
+        return state_dict, metadata
 
     def lineage(self, reference: str) -> list[int]:
         """The version and its ancestors, newest first: [5, 3, 1] when 5's parent is 3 and 3's is 1."""
