@@ -19,7 +19,7 @@ NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg -
 RUN    := PATH="$(abspath $(VENV))/bin:$$PATH" PYDEVD_DISABLE_FILE_VALIDATION=1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lab test test-lib test-notebooks lint notebooks assign fmt lock doctor clean
+.PHONY: help venv lab test test-e2e test-lib test-notebooks lint notebooks assign fmt lock doctor clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -55,13 +55,17 @@ lint: venv  ## ruff: lint and format check, notebooks included
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 
+test-e2e: venv  ## every notebook run in JupyterLab in Chromium; screenshots in test-artifacts/e2e
+	$(RUN) pytest -p no:cacheprovider -m e2e tests/e2e
+
 test-lib: venv  ## library and repository tests only (fast)
 	$(RUN) pytest -m "not e2e" tests
 
 test-notebooks: venv  ## strict nbval of notebooks/ and solutions/ only
 	$(RUN) pytest -p no:cacheprovider $(NBVAL) -n $(JOBS) --dist loadfile notebooks solutions
 
-test: venv  ## the whole suite: lint, library tests, strict nbval of notebooks/ and solutions/
+test: venv  ## the whole suite: lint, library tests, strict nbval, notebooks in JupyterLab in Chromium (e2e)
+	@[ -x /usr/bin/chromium ] || echo "make test: no Chromium at /usr/bin/chromium, so the e2e browser tests will be SKIPPED (apt-get install chromium)"
 	@start=$$(date +%s); \
 	$(MAKE) --no-print-directory lint && \
 	$(RUN) pytest -p no:cacheprovider -n $(JOBS) --dist loadfile $(NBVAL) tests notebooks solutions; \

@@ -71,3 +71,14 @@ def test_top_level_layout():
         "tests",
     ):
         assert (ROOT / name).exists(), name
+
+
+def test_binder_builds_from_the_lock_and_installs_the_course():
+    requirements = (ROOT / "binder" / "requirements.txt").read_text()
+    assert "-r ../requirements.lock" in requirements.splitlines()
+    post_build = ROOT / "binder" / "postBuild"
+    assert (
+        os.access(post_build, os.X_OK)
+        and "pip install --no-deps --editable ." in post_build.read_text()
+    )
+    assert "mybinder.org/v2/gh/" in (ROOT / "README.md").read_text()
