@@ -188,14 +188,18 @@ def _menu(page, menu: str, item: str) -> None:
     page.locator(".lm-Menu-itemLabel", has_text=re.compile(f"^{item}$")).click()
 
 
+def _busy(page) -> bool:
+    """A cell of the notebook on screen is queued or running: its prompt shows "[*]"."""
+    return any("*" in text for text in notebook(page).locator(_PROMPTS).all_text_contents())
+
+
 def run_all(page, timeout_s: float) -> float:
     """Run > Run All Cells; seconds until no cell is queued or running and the kernel is idle (2 s)."""
     started = time.monotonic()
     _menu(page, "Run", "Run All Cells")
     deadline, quiet_since = started + timeout_s, None
     while time.monotonic() < deadline:
-        busy = any("*" in text for text in notebook(page).locator(_PROMPTS).all_text_contents())
-        if not busy and page.get_by_text(IDLE).count() > 0:
+        if not _busy(page) and page.get_by_text(IDLE).count() > 0:
             quiet_since = quiet_since or time.monotonic()
             if time.monotonic() - quiet_since > 2:
                 return time.monotonic() - started
@@ -235,9 +239,10 @@ def move_a_slider(page, timeout_s: float = 90) -> bool | None:
     views = notebook(page).locator(_WIDGET_VIEWS)
     for index in reversed(range(views.count())):
         view = views.nth(index)
-        handle = view.locator(".noUi-handle").first
-        if view.locator(".noUi-handle").count() == 0 or view.locator(".widget-output").count() == 0:
+        handles = view.locator(".noUi-handle")
+        if handles.count() == 0 or view.locator(".widget-output").count() == 0:
             continue
+        handle = handles.first
         handle.scroll_into_view_if_needed()
         before = _linked_output(view)
         box = handle.bounding_box()
@@ -250,9 +255,7 @@ def move_a_slider(page, timeout_s: float = 90) -> bool | None:
         while time.monotonic() < deadline:
             time.sleep(0.5)
             after = _linked_output(view)
-            if after != before and "*" not in "".join(
-                notebook(page).locator(_PROMPTS).all_text_contents()
-            ):
+            if after != before and not _busy(page):
                 view.scroll_into_view_if_needed()
                 return True
         return False
@@ -285,8 +288,9 @@ def run_notebook(page, lab: Lab, name: str, screenshot: Path, *, expected: tuple
     if top_level_images != saved_images or report.images < expected[1]:
         report.problems.append(f"plots shown: {report.images} ({top_level_images} outside widgets), in the "
                                f"saved notebook: {saved_images}, in the stored one: {expected[1]}")  # fmt: skip
-    if _undecoded_images(page):
-        report.problems.append(f"{_undecoded_images(page)} images are broken (not decoded)")
+    undecoded = _undecoded_images(page)
+    if undecoded:
+        report.problems.append(f"{undecoded} images are broken (not decoded)")
     report.slider_moved = move_a_slider(page)
     if report.slider_moved is False:
         report.problems.append("moving a slider did not change its linked output")
