@@ -52,6 +52,11 @@ def with_cell(
     return notebook
 
 
+def index_after(notebook: nbformat.NotebookNode, text: str) -> int:
+    """The position just after the first cell whose source contains text."""
+    return 1 + next(i for i, cell in enumerate(notebook.cells) if text in cell.source)
+
+
 def replaced(notebook: nbformat.NotebookNode, old: str, new: str) -> nbformat.NotebookNode:
     for cell in notebook.cells:
         cell.source = cell.source.replace(old, new)
@@ -67,7 +72,11 @@ def build_submissions(folder: Path) -> dict[str, Path]:
         "importerror__01.ipynb": replaced(
             solved(CH1), "import torch", "import not_a_real_module\nimport torch"
         ),
-        "endless__01.ipynb": with_cell(solved(CH1), "while True:\n    pass", position=4),
+        "endless__01.ipynb": with_cell(
+            solved(CH1),
+            "while True:\n    pass",
+            position=index_after(solved(CH1), "def gd_step"),
+        ),
         "exits__01.ipynb": with_cell(solved(CH1), "import os\nos._exit(1)", position=3),
         "printer__01.ipynb": with_cell(
             solved(CH1), "for _ in range(300):\n    print('x' * 1_000_000)"

@@ -210,14 +210,27 @@ def run_all(page, timeout_s: float) -> float:
 
 
 def save(page, path: Path, timeout_s: float = 30) -> None:
-    """File > Save Notebook, and wait until the file on disk is newer."""
+    """File > Save Notebook, and wait until the new file on disk is complete.
+
+    Jupyter server writes the notebook in place, keeping a `.~name` backup until the write
+    has finished, so a newer mtime alone can mean a file that is still empty.
+    """
     before = path.stat().st_mtime_ns
+    backup = path.with_name(".~" + path.name)
     _menu(page, "File", "Save Notebook")
     deadline = time.monotonic() + timeout_s
-    while path.stat().st_mtime_ns == before:
+    while path.stat().st_mtime_ns == before or backup.exists() or not _is_json(path):
         if time.monotonic() > deadline:
             raise TimeoutError(f"{path.name} was not saved within {timeout_s:.0f} s")
         time.sleep(0.2)
+
+
+def _is_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return False
+    return True
 
 
 def _undecoded_images(page) -> int:
