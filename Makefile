@@ -81,9 +81,18 @@ fmt: venv  ## format and auto-fix code and notebooks with ruff
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .
 
-lock: venv  ## re-resolve requirements.lock from pyproject.toml (needs the registry)
+lock: venv  ## re-resolve requirements.lock from pyproject.toml (needs the registry), then binder/
 	$(RUN) uv pip compile pyproject.toml --extra dev --universal --python-version 3.10 \
 	  --constraint lock-constraints.txt --no-header --output-file $(LOCK)
+	$(MAKE) --no-print-directory binder/requirements.txt
+
+# Binder builds from the lock with CPU-only torch: the CUDA packages that PyPI's torch wheel
+# pulls in (nvidia-*, cuda-*, triton) are left out, each with its "# via" lines.
+binder/requirements.txt: $(LOCK)
+	{ echo "# Generated from $(LOCK) by 'make lock': Binder (repo2docker) installs this, then runs postBuild."; \
+	  echo "# CPU-only torch wheels; the lock's CUDA packages are left out (a Binder has no GPU)."; \
+	  echo "--extra-index-url https://download.pytorch.org/whl/cpu"; \
+	  awk '/^[a-z]/ { cuda = /^(nvidia-|cuda-|triton==)/ } !cuda' $(LOCK); } > $@
 
 clean:  ## remove caches and build leftovers (keeps the venv)
 	rm -rf build *.egg-info .pytest_cache .ruff_cache test-artifacts

@@ -73,9 +73,20 @@ def test_top_level_layout():
         assert (ROOT / name).exists(), name
 
 
-def test_binder_builds_from_the_lock_and_installs_the_course():
+def _pinned_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line[:1].isalpha()]
+
+
+def test_binder_installs_the_lock_with_cpu_torch_and_no_cuda_packages():
     requirements = (ROOT / "binder" / "requirements.txt").read_text()
-    assert "-r ../requirements.lock" in requirements.splitlines()
+    cuda_only = ("nvidia-", "cuda-", "triton==")
+    expected = [line for line in _pinned_lines(LOCK.read_text()) if not line.startswith(cuda_only)]
+    assert _pinned_lines(requirements) == expected, "binder/ is out of date: run `make lock`"
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in requirements.splitlines()
+    assert any(line.startswith("torch==2.14.1") for line in expected)
+
+
+def test_binder_installs_the_course():
     post_build = ROOT / "binder" / "postBuild"
     assert (
         os.access(post_build, os.X_OK)

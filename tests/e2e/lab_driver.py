@@ -193,13 +193,18 @@ def _busy(page) -> bool:
     return any("*" in text for text in notebook(page).locator(_PROMPTS).all_text_contents())
 
 
+def _settled(page) -> bool:
+    """No cell is queued or running, and the status bar says the kernel is idle."""
+    return not _busy(page) and page.get_by_text(IDLE).count() > 0
+
+
 def run_all(page, timeout_s: float) -> float:
     """Run > Run All Cells; seconds until no cell is queued or running and the kernel is idle (2 s)."""
     started = time.monotonic()
     _menu(page, "Run", "Run All Cells")
     deadline, quiet_since = started + timeout_s, None
     while time.monotonic() < deadline:
-        if not _busy(page) and page.get_by_text(IDLE).count() > 0:
+        if _settled(page):
             quiet_since = quiet_since or time.monotonic()
             if time.monotonic() - quiet_since > 2:
                 return time.monotonic() - started
@@ -248,7 +253,11 @@ def _linked_output(view) -> str:
 
 
 def move_a_slider(page, timeout_s: float = 90) -> bool | None:
-    """Drag the first slider of the last widget view that has one; True if its linked output changed."""
+    """Drag the first slider of the last widget view that has one; True if its linked output changed.
+
+    A drag sends several values, each redrawn by the kernel: wait until the output has stopped
+    changing and the kernel is idle, so that the screenshot shows the final redraw.
+    """
     views = notebook(page).locator(_WIDGET_VIEWS)
     for index in reversed(range(views.count())):
         view = views.nth(index)
@@ -264,13 +273,14 @@ def move_a_slider(page, timeout_s: float = 90) -> bool | None:
         page.mouse.down()
         page.mouse.move(x + 60, y, steps=6)
         page.mouse.up()
-        deadline = time.monotonic() + timeout_s
+        deadline, previous = time.monotonic() + timeout_s, before
         while time.monotonic() < deadline:
             time.sleep(0.5)
             after = _linked_output(view)
-            if after != before and not _busy(page):
+            if after != before and after == previous and _settled(page):
                 view.scroll_into_view_if_needed()
                 return True
+            previous = after
         return False
     return None
 
