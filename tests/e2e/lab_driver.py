@@ -163,9 +163,8 @@ _TOP_LEVEL = ".jp-Cell-outputArea > .jp-OutputArea-child > .jp-OutputArea-output
 _WIDGET_VIEWS = f"{_TOP_LEVEL}:has(.jupyter-widgets)"
 # how ipywidgets says it could not render a widget: the error view (8.x, "Click to show
 # javascript error.") and the text of a missing model or front-end ("Error displaying widget")
-_WIDGET_ERRORS = (
-    ".widget-error, :text('Error displaying widget'), :text('Click to show javascript error')"
-)
+_ERROR_VIEW = ".jupyter-widgets-error-widget"
+_WIDGET_ERRORS = f"{_ERROR_VIEW}, .widget-error, :text('Error displaying widget')"
 
 
 def open_notebook(page, lab: Lab, name: str, timeout_ms: int = 120_000) -> None:
@@ -238,6 +237,25 @@ def _is_json(path: Path) -> bool:
     return True
 
 
+def _widget_error(panel, timeout_s: float = 5) -> str:
+    """The message of the first widget that did not render, without the JavaScript stack.
+
+    ipywidgets 8's error view says "Click to show javascript error."; a click shows
+    "[Open Browser Console ...] Failed to load view class ... Error: ... at ...".
+    """
+    views = panel.locator(_ERROR_VIEW)
+    if views.count() == 0:
+        return " ".join(panel.locator(_WIDGET_ERRORS).first.inner_text().split())
+    view = views.first
+    view.click()
+    deadline = time.monotonic() + timeout_s
+    text = " ".join(view.inner_text().split())
+    while text.startswith("Click to show") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        text = " ".join(view.inner_text().split())
+    return text.split("] ", 1)[-1].split(" at ", 1)[0]
+
+
 def _undecoded_images(page) -> int:
     return (
         notebook(page)
@@ -299,10 +317,11 @@ def run_notebook(page, lab: Lab, name: str, screenshot: Path, *, expected: tuple
     report.widgets = panel.locator(_WIDGET_VIEWS).count()
     top_level_images = panel.locator(f'{_TOP_LEVEL}[data-mime-type="image/png"] img').count()
     report.images = panel.locator('.jp-OutputArea-output[data-mime-type="image/png"] img').count()
-    broken = panel.locator(_WIDGET_ERRORS)
-    if broken.count():
-        text = " ".join(broken.first.inner_text().split())
-        report.problems.append(f"a widget did not render ({broken.count()} error views): {text!r}")
+    broken = panel.locator(_WIDGET_ERRORS).count()
+    if broken:
+        report.problems.append(
+            f"a widget did not render ({broken} error views): {_widget_error(panel)!r}"
+        )
     if report.widgets < saved_widgets or saved_widgets != expected[0]:
         report.problems.append(f"widget views rendered: {report.widgets}, in the saved notebook: "
                                f"{saved_widgets}, in the stored one: {expected[0]}")  # fmt: skip

@@ -109,4 +109,7 @@ def test_the_notebook_runs_in_jupyterlab_with_its_widgets_and_plots(page, lab, p
 def test_a_widget_that_cannot_render_is_reported(page, lab):
     report = run_notebook(page, lab, BROKEN, ARTIFACTS / "broken_widget.png", expected=(1, 0))
     print("broken widget:", report.problems)
-    assert any("a widget did not render" in problem for problem in report.problems), report.problems
+    assert any(
+        "a widget did not render" in problem and "course-no-such-widget-module" in problem
+        for problem in report.problems
+    ), report.problems
