@@ -13,6 +13,11 @@ top-to-bottom run in a fresh kernel, and only when that run is sound:
 Volatile metadata (per-cell timings, widget state, the Python patch version) is stripped so a
 refresh on another day or machine changes only what the code prints.
 
+Each refreshed notebook records its provenance (``course_lib.provenance``): digests of its code
+cells, of the ``course_lib`` files its kernel read, of the lock and of its outputs, and a
+fingerprint of the machine. The tests use them to catch a stale or hand-edited notebook without
+running it, and to decide whether this machine can reproduce its outputs exactly.
+
 Kernels run with one CPU thread (``KERNEL_THREADS``), when refreshing and under nbval alike
 (the nbval plugin sets the same variables). Two reasons: float sums come out in a different
 order with a different thread count, so 100 epochs of training end a few tenths of a point
@@ -35,12 +40,16 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
+from course_lib import provenance
+
 SKIP_TAG = "nbval-skip"
 RAISES_TAG = "raises-exception"
 IGNORE_OUTPUT_TAG = "nbval-ignore-output"
 NOTEBOOK_BUDGET_SECONDS = 60
 _VOLATILE_CELL_METADATA = ("execution", "ExecuteTime", "collapsed", "scrolled")
 KERNEL_THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+_LIBRARY = Path(__file__).resolve().parent
+_READS_RECORDER = _LIBRARY / "_kernel_reads.py"
 _KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 
 
@@ -91,12 +100,19 @@ def refresh_notebook(
     notebook = nbformat.read(path, as_version=4)
     _refuse_trailing_semicolons(notebook, path)
     started = time.perf_counter()
-    _execute(notebook, path, cell_timeout, on_cell_done)
+    with tempfile.TemporaryDirectory(prefix="course-reads-") as folder:
+        reads_log = Path(folder) / "reads.txt"
+        _execute(notebook, path, cell_timeout, on_cell_done, reads_log)
+        library_files = _library_files_read(reads_log)
     seconds = time.perf_counter() - started
     problems = sanity_problems(notebook)
     if problems:
         raise NotebookRefreshError(f"{path}: not written, because:\n  " + "\n  ".join(problems))
     strip_volatile_metadata(notebook)
+    # The digests must describe the notebook as it will be read back from disk.
+    notebook = nbformat.reads(nbformat.writes(notebook), as_version=4)
+    provenance.record_provenance(notebook, library_files)
+    provenance.record_machine(notebook, provenance.machine_fingerprint())
     _write_atomically(notebook, path)
     return RefreshResult(path, seconds, len(_cells_to_run(notebook)))
 
@@ -183,7 +199,7 @@ def _refuse_trailing_semicolons(notebook: nbformat.NotebookNode, path: Path) -> 
             )
 
 
-def _execute(notebook, path: Path, cell_timeout: int, on_cell_done) -> None:
+def _execute(notebook, path: Path, cell_timeout: int, on_cell_done, reads_log: Path) -> None:
     total = len(_cells_to_run(notebook))
     done = 0
 
@@ -202,9 +218,11 @@ def _execute(notebook, path: Path, cell_timeout: int, on_cell_done) -> None:
         record_timing=False,
         store_widget_state=False,
         on_cell_executed=count_cell,
+        extra_arguments=[f"--IPKernelApp.exec_files=['{_READS_RECORDER}']"],
     )
+    reads = {"COURSE_READS_LOG": str(reads_log), "COURSE_READS_ROOT": str(_LIBRARY)}
     try:
-        client.execute(env={**os.environ, **KERNEL_THREADS})
+        client.execute(env={**os.environ, **KERNEL_THREADS, **reads})
     except CellTimeoutError as exc:
         raise NotebookRefreshError(
             f"{path}: a cell ran longer than {cell_timeout} s; not written. {_last_line(exc)}"
@@ -219,6 +237,15 @@ def _execute(notebook, path: Path, cell_timeout: int, on_cell_done) -> None:
             f"{path}: cell {where} raised {exc.ename}: {exc.evalue}; not written "
             f"(tag the cell '{RAISES_TAG}' if raising is its point)"
         ) from None
+
+
+def _library_files_read(reads_log: Path) -> set[Path]:
+    """The ``course_lib`` files the kernel read (bytecode stands for its module's source)."""
+    if not reads_log.exists():
+        return set()
+    lines = reads_log.read_text(encoding="utf-8").splitlines()
+    files = {provenance.source_of_read(line) for line in lines if line}
+    return {file for file in files if file.is_file()}
 
 
 class _NbvalFaithfulClient(NotebookClient):

@@ -16,6 +16,7 @@ from course_lib.notebooks import (
     refresh_notebook,
     sanity_problems,
 )
+from course_lib.provenance import staleness
 
 SANITIZE = Path(__file__).resolve().parents[1] / "nbval_sanitize.cfg"
 
@@ -51,7 +52,6 @@ def run_nbval(path: Path) -> subprocess.CompletedProcess:
             sys.executable,
             "-m",
             "pytest",
-            "-q",
             "-p",
             "no:cacheprovider",
             "-p",
@@ -221,3 +221,56 @@ def test_output_drawn_into_a_widget_is_stored_as_nbval_sees_it(tmp_path):
     ]
     result = run_nbval(path)
     assert result.returncode == 0, result.stdout
+
+
+def test_refresh_records_the_library_files_the_kernel_read_and_leaves_no_names_behind(tmp_path):
+    path = write_notebook(
+        tmp_path / "nb.ipynb",
+        new_code_cell("from course_lib import seed_everything\nseed_everything(0)"),
+        new_code_cell("print('os' in globals(), '_course_log_reads' in globals())"),
+    )
+    refresh_notebook(path)
+    stored = nbformat.read(path, as_version=4)
+    assert stored.cells[1].outputs[0]["text"] == "False False\n"
+    library = stored.metadata["course"]["provenance"]["library"]
+    assert {"course_lib/__init__.py", "course_lib/reproducibility.py"} <= set(library)
+    assert "course_lib/transfer.py" not in library  # not imported, so not a dependency
+    assert stored.metadata["course"]["machine"]["torch cpu capability"]
+    assert staleness(stored) == []
+
+
+def pretend_refreshed_elsewhere(path: Path) -> None:
+    notebook = nbformat.read(path, as_version=4)
+    notebook.metadata["course"]["machine"]["torch cpu capability"] = "ANOTHER CPU"
+    nbformat.write(notebook, path)
+
+
+def test_on_another_machine_numbers_are_compared_with_tolerance_and_words_exactly(tmp_path):
+    path = write_notebook(tmp_path / "nb.ipynb", new_code_cell(SEEDED_PRINT))
+    refresh_notebook(path)
+    path.write_text(path.read_text().replace("[0.548814 0.715189]", "[0.55 0.7]"))
+    exact = run_nbval(path)
+    assert exact.returncode != 0 and "compared exactly" in exact.stdout
+
+    pretend_refreshed_elsewhere(path)
+    tolerant = run_nbval(path)
+    assert tolerant.returncode == 0, tolerant.stdout
+    assert "1 of 1 notebooks compared with tolerance" in tolerant.stdout
+    assert "torch cpu capability: ANOTHER CPU at refresh" in tolerant.stdout
+
+    path.write_text(path.read_text().replace("[0.55 0.7]", "[0.55 7.0]"))
+    far = run_nbval(path)
+    assert far.returncode != 0
+    assert "number #2" in far.stdout and "more than 50% apart" in far.stdout
+
+
+def test_on_another_machine_images_must_keep_their_size_and_most_of_their_ink(tmp_path):
+    path = write_notebook(tmp_path / "nb.ipynb", new_code_cell(SEEDED_PLOT))
+    refresh_notebook(path)
+    pretend_refreshed_elsewhere(path)
+    assert run_nbval(path).returncode == 0
+
+    path.write_text(path.read_text().replace("figsize=(2, 2)", "figsize=(3, 2)"))
+    resized = run_nbval(path)
+    assert resized.returncode != 0
+    assert "the image is" in resized.stdout and "pixels now" in resized.stdout
