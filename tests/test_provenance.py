@@ -109,6 +109,7 @@ def test_bytecode_stands_for_its_source(tmp_path):
 
 
 def test_the_fingerprint_sees_torch_code_path_and_its_steering_variables(monkeypatch):
+    monkeypatch.delenv("MKL_CBWR", raising=False)
     here = machine_fingerprint()
     assert here["torch cpu capability"] and here["cpu flags"] and here["torch"]
     monkeypatch.setenv("MKL_CBWR", "AVX2")
