@@ -1,1 +1,1 @@
-pytest_plugins = ["course_lib.nbval_plugin"]
+pytest_plugins = ["course_lib.tools.nbval_plugin"]

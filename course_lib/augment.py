@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import math
 
-import ipywidgets as widgets
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torchvision.transforms import v2
 
-from course_lib.widgets import Controls
-
 __all__ = [
-    "rescale", "shear", "zoom", "horizontal_flip", "source_augmentation", "PRESETS", "augmentation",
-    "augmented_samples", "augmentation_grid", "augmentation_controls", "BatchAugmentation",
-]  # fmt: skip
+    "rescale",
+    "shear",
+    "zoom",
+    "horizontal_flip",
+    "source_augmentation",
+    "PRESETS",
+    "augmentation",
+    "augmented_samples",
+    "augmentation_grid",
+    "BatchAugmentation",
+]
 
 
 def rescale() -> v2.Transform:
@@ -68,8 +73,12 @@ PRESETS = {
 }
 
 
-def augmentation(shear_intensity: float = 0.0, zoom_amount: float = 0.0, flip: bool = False,
-                 rotation_degrees: float = 0.0) -> v2.Transform:  # fmt: skip
+def augmentation(
+    shear_intensity: float = 0.0,
+    zoom_amount: float = 0.0,
+    flip: bool = False,
+    rotation_degrees: float = 0.0,
+) -> v2.Transform:
     """Rescale, then the chosen random transforms (0 switches one off), one image per call.
 
     To augment training batches fast, give ``fit`` a :class:`BatchAugmentation` with the same
@@ -78,12 +87,14 @@ def augmentation(shear_intensity: float = 0.0, zoom_amount: float = 0.0, flip: b
     steps = [rescale()]
     if shear_intensity or zoom_amount or rotation_degrees:
         degrees = math.degrees(shear_intensity)
-        steps.append(v2.RandomAffine(
-            degrees=rotation_degrees,
-            shear=(-degrees, degrees) if shear_intensity else None,
-            scale=(1 - zoom_amount, 1 + zoom_amount) if zoom_amount else None,
-            interpolation=v2.InterpolationMode.BILINEAR,
-        ))  # fmt: skip
+        steps.append(
+            v2.RandomAffine(
+                degrees=rotation_degrees,
+                shear=(-degrees, degrees) if shear_intensity else None,
+                scale=(1 - zoom_amount, 1 + zoom_amount) if zoom_amount else None,
+                interpolation=v2.InterpolationMode.BILINEAR,
+            )
+        )
     if flip:
         steps.append(horizontal_flip())
     return v2.Compose(steps)
@@ -101,8 +112,9 @@ def augmented_samples(
         torch.random.set_rng_state(state)  # the caller's random stream is left untouched
 
 
-def augmentation_grid(image: torch.Tensor, transform: v2.Transform, count: int = 8, seed: int = 0,
-                      title: str = "") -> Figure:  # fmt: skip
+def augmentation_grid(
+    image: torch.Tensor, transform: v2.Transform, count: int = 8, seed: int = 0, title: str = ""
+) -> Figure:
     """The original next to ``count`` augmentations, as a Figure (for the augmentation widget)."""
     samples = augmented_samples(image, transform, count, seed)
     columns = min(count + 1, 5)
@@ -110,8 +122,11 @@ def augmentation_grid(image: torch.Tensor, transform: v2.Transform, count: int =
     figure = Figure(figsize=(2.2 * columns, 2.2 * rows), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False).flatten()
     original = rescale()(image)
-    for panel, (picture, label) in zip(axes, [(original, "original")] + [(s, f"#{i + 1}") for i, s in enumerate(samples)],
-                                       strict=False):  # fmt: skip
+    for panel, (picture, label) in zip(
+        axes,
+        [(original, "original")] + [(s, f"#{i + 1}") for i, s in enumerate(samples)],
+        strict=False,
+    ):
         panel.imshow(
             picture.permute(1, 2, 0).clamp(0, 1).numpy(),
             cmap="gray" if picture.shape[0] == 1 else None,
@@ -122,20 +137,6 @@ def augmentation_grid(image: torch.Tensor, transform: v2.Transform, count: int =
     if title:
         figure.suptitle(title)
     return figure
-
-
-def augmentation_controls() -> Controls:
-    """Sliders and a checkbox for :func:`augmentation`."""
-    style, layout = {"description_width": "110px"}, widgets.Layout(width="420px")
-    return Controls(
-        shear_intensity=widgets.FloatSlider(value=0.2, min=0, max=0.8, step=0.05, description="shear (rad)",
-                                            style=style, layout=layout),
-        zoom_amount=widgets.FloatSlider(value=0.2, min=0, max=0.6, step=0.05, description="zoom ±",
-                                        style=style, layout=layout),
-        rotation_degrees=widgets.FloatSlider(value=0, min=0, max=45, step=5, description="rotation (°)",
-                                             style=style, layout=layout),
-        flip=widgets.Checkbox(value=True, description="horizontal flip", style=style, layout=layout),
-    )  # fmt: skip
 
 
 class BatchAugmentation:
@@ -155,8 +156,14 @@ class BatchAugmentation:
     torchvision. Same random draws as ``v2.RandomAffine``; ``tests`` compare the two.
     """
 
-    def __init__(self, shear_intensity: float = 0.0, zoom_amount: float = 0.0, flip: bool = False,
-                 rotation_degrees: float = 0.0, interpolation: str = "bilinear"):  # fmt: skip
+    def __init__(
+        self,
+        shear_intensity: float = 0.0,
+        zoom_amount: float = 0.0,
+        flip: bool = False,
+        rotation_degrees: float = 0.0,
+        interpolation: str = "bilinear",
+    ):
         if not 0 <= zoom_amount < 1:
             raise ValueError(f"zoom_amount must be in [0, 1), got {zoom_amount}")
         if shear_intensity < 0 or rotation_degrees < 0:
@@ -169,8 +176,10 @@ class BatchAugmentation:
         self.rotation_degrees, self.interpolation = rotation_degrees, interpolation
 
     def __repr__(self) -> str:
-        return (f"BatchAugmentation(shear_intensity={self.shear_intensity}, zoom_amount={self.zoom_amount}, "
-                f"flip={self.flip}, rotation_degrees={self.rotation_degrees})")  # fmt: skip
+        return (
+            f"BatchAugmentation(shear_intensity={self.shear_intensity}, zoom_amount={self.zoom_amount}, "
+            f"flip={self.flip}, rotation_degrees={self.rotation_degrees})"
+        )
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) float images -> the same shape, each image with its own random transform.
@@ -180,8 +189,10 @@ class BatchAugmentation:
         if images.dim() == 3:
             return self(images.unsqueeze(0))[0]
         if images.dim() != 4 or not images.is_floating_point():
-            raise ValueError(f"expected float images of shape (N, C, H, W) or (C, H, W), got "
-                             f"{images.dtype} of shape {tuple(images.shape)}")  # fmt: skip
+            raise ValueError(
+                f"expected float images of shape (N, C, H, W) or (C, H, W), got "
+                f"{images.dtype} of shape {tuple(images.shape)}"
+            )
         count = len(images)
         rotation = torch.deg2rad(_symmetric(count, self.rotation_degrees))
         shear = torch.deg2rad(_symmetric(count, math.degrees(self.shear_intensity)))
@@ -197,17 +208,24 @@ def _symmetric(count: int, limit: float) -> torch.Tensor:
     return (torch.rand(count) * 2 - 1) * limit
 
 
-def sampling_matrices(rotation: torch.Tensor, shear: torch.Tensor, scale: torch.Tensor,
-                      flipped: torch.Tensor) -> torch.Tensor:  # fmt: skip
+def sampling_matrices(
+    rotation: torch.Tensor, shear: torch.Tensor, scale: torch.Tensor, flipped: torch.Tensor
+) -> torch.Tensor:
     """(N, 2, 2) matrices mapping an output pixel (from the centre) to the input pixel it samples.
 
     The inverse of "zoom, shear, rotate, then flip", in torchvision's sign conventions.
     """
     cos, sin, tan = torch.cos(rotation), torch.sin(rotation), torch.tan(shear)
-    matrices = torch.stack([
-        torch.stack([cos - sin * tan, cos * tan + sin], dim=-1),
-        torch.stack([-sin, cos], dim=-1),
-    ], dim=-2) / scale[:, None, None]  # fmt: skip
+    matrices = (
+        torch.stack(
+            [
+                torch.stack([cos - sin * tan, cos * tan + sin], dim=-1),
+                torch.stack([-sin, cos], dim=-1),
+            ],
+            dim=-2,
+        )
+        / scale[:, None, None]
+    )
     matrices[:, :, 0] *= torch.where(flipped, -1.0, 1.0)[:, None]
     return matrices
 

@@ -10,9 +10,19 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "Split", "digits_split", "digits_splits", "shapes_dataset", "SHAPES", "sample_photo", "PHOTOS",
-    "image_folder", "load_dataset", "DownloadRequired", "per_class_subset", "with_wrong_labels",
-]  # fmt: skip
+    "Split",
+    "digits_split",
+    "digits_splits",
+    "shapes_dataset",
+    "SHAPES",
+    "sample_photo",
+    "PHOTOS",
+    "image_folder",
+    "load_dataset",
+    "DownloadRequired",
+    "per_class_subset",
+    "with_wrong_labels",
+]
 
 
 @dataclass(frozen=True)
@@ -44,9 +54,11 @@ def digits_split(
     targets = torch.tensor(digits.target, dtype=torch.long)
     inputs = images.reshape(len(images), -1) if flatten else images.unsqueeze(1)
     train_idx, test_idx = train_test_split(
-        torch.arange(len(targets)).numpy(), test_size=test_fraction, random_state=seed,
+        torch.arange(len(targets)).numpy(),
+        test_size=test_fraction,
+        random_state=seed,
         stratify=targets.numpy(),
-    )  # fmt: skip
+    )
     return Split(inputs[train_idx], targets[train_idx]), Split(inputs[test_idx], targets[test_idx])
 
 
@@ -68,11 +80,16 @@ def digits_splits(
 
     rest, test = digits_split(test_fraction=test_fraction, seed=seed, flatten=False)
     train_idx, val_idx = train_test_split(
-        torch.arange(len(rest)).numpy(), test_size=val_fraction / (1 - test_fraction), random_state=seed,
+        torch.arange(len(rest)).numpy(),
+        test_size=val_fraction / (1 - test_fraction),
+        random_state=seed,
         stratify=rest.targets.numpy(),
-    )  # fmt: skip
-    splits = (Split(rest.inputs[train_idx], rest.targets[train_idx]),
-              Split(rest.inputs[val_idx], rest.targets[val_idx]), test)  # fmt: skip
+    )
+    splits = (
+        Split(rest.inputs[train_idx], rest.targets[train_idx]),
+        Split(rest.inputs[val_idx], rest.targets[val_idx]),
+        test,
+    )
     if size == 8:
         return splits
     return tuple(Split(_resize(split.inputs, size), split.targets) for split in splits)
@@ -110,9 +127,8 @@ def with_wrong_labels(split: Split, fraction: float, *, seed: int = 0) -> Split:
     generator = torch.Generator().manual_seed(seed)
     wrong = torch.randperm(len(split), generator=generator)[: round(fraction * len(split))]
     targets = split.targets.clone()
-    shift = torch.randint(
-        1, classes, (len(wrong),), generator=generator
-    )  # 1..classes-1: never the same class
+    # 1..classes-1: never the same class
+    shift = torch.randint(1, classes, (len(wrong),), generator=generator)
     targets[wrong] = (targets[wrong] + shift) % classes
     return Split(split.inputs, targets)
 
@@ -248,9 +264,12 @@ class DownloadRequired(RuntimeError):
 
 
 _DOWNLOAD_ONLY = {
-    "mnist": "digits_splits(size=28)", "fashionmnist": "shapes_dataset(...)", "cifar10": "shapes_dataset(...)",
-    "cifar100": "shapes_dataset(...)", "imagenet": "sample_photo(...) or image_folder(...)",
-}  # fmt: skip
+    "mnist": "digits_splits(size=28)",
+    "fashionmnist": "shapes_dataset(...)",
+    "cifar10": "shapes_dataset(...)",
+    "cifar100": "shapes_dataset(...)",
+    "imagenet": "sample_photo(...) or image_folder(...)",
+}
 
 
 def load_dataset(name: str, **options):

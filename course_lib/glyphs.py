@@ -57,9 +57,8 @@ def glyph_dataset(
     """
     if per_class < 1 or classes < 1:
         raise ValueError(f"per_class and classes must be >= 1, got {per_class} and {classes}")
-    strokes = _class_strokes(
-        classes, class_seed
-    )  # control points (classes, 2, 4, 2), in use (classes, 2)
+    # control points (classes, 2, 4, 2), in use (classes, 2)
+    strokes = _class_strokes(classes, class_seed)
     generator = torch.Generator().manual_seed(seed)
     targets = torch.arange(classes).repeat_interleave(per_class)
     control_points, in_use = strokes[0][targets], strokes[1][targets]
@@ -128,10 +127,11 @@ def _centre_and_fill(points: torch.Tensor, in_use: torch.Tensor) -> torch.Tensor
 
 def _render(points: torch.Tensor, in_use: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
     """Ink at each pixel: 1 within the pen radius of a stroke, fading to 0 one pixel further."""
+    # in chunks: the distance table of 24,000 images at once would take a gigabyte
     chunks = [
         _render_chunk(points[i : i + 2048], in_use[i : i + 2048], radius[i : i + 2048])
         for i in range(0, len(points), 2048)
-    ]  # in chunks: the distance table of 24,000 images at once would take a gigabyte
+    ]
     return torch.cat(chunks)
 
 

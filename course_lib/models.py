@@ -7,11 +7,12 @@ normalization are arguments, so a sweep over them is a loop over arguments.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "dense_block", "conv_block", "mlp", "cnn"]
+__all__ = ["ACTIVATIONS", "dense_block", "conv_block", "mlp", "cnn", "evaluation_mode"]
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -42,8 +43,13 @@ def _check_dropout(dropout: float) -> None:
         raise ValueError(f"dropout is a probability in [0, 1), got {dropout}")
 
 
-def dense_block(inputs: int, outputs: int, activation: str = "relu", dropout: float = 0.0,
-                norm: str | None = None) -> nn.Sequential:  # fmt: skip
+def dense_block(
+    inputs: int,
+    outputs: int,
+    activation: str = "relu",
+    dropout: float = 0.0,
+    norm: str | None = None,
+) -> nn.Sequential:
     """Linear -> (LayerNorm/BatchNorm) -> activation -> (Dropout)."""
     _check_units("layer sizes", [inputs, outputs])
     _check_dropout(dropout)
@@ -60,8 +66,14 @@ def dense_block(inputs: int, outputs: int, activation: str = "relu", dropout: fl
     return nn.Sequential(*layers)
 
 
-def conv_block(in_channels: int, out_channels: int, activation: str = "relu", dropout: float = 0.0,
-               norm: str | None = "batch", pool: bool = True) -> nn.Sequential:  # fmt: skip
+def conv_block(
+    in_channels: int,
+    out_channels: int,
+    activation: str = "relu",
+    dropout: float = 0.0,
+    norm: str | None = "batch",
+    pool: bool = True,
+) -> nn.Sequential:
     """3x3 conv -> (BatchNorm) -> activation -> (2x2 max-pool: halves height and width) -> (Dropout)."""
     _check_units("channel counts", [in_channels, out_channels])
     _check_dropout(dropout)
@@ -80,8 +92,15 @@ def conv_block(in_channels: int, out_channels: int, activation: str = "relu", dr
     return nn.Sequential(*layers)
 
 
-def mlp(inputs: int, hidden: Sequence[int], outputs: int, *, activation: str = "relu", dropout: float = 0.0,
-        norm: str | None = None) -> nn.Sequential:  # fmt: skip
+def mlp(
+    inputs: int,
+    hidden: Sequence[int],
+    outputs: int,
+    *,
+    activation: str = "relu",
+    dropout: float = 0.0,
+    norm: str | None = None,
+) -> nn.Sequential:
     """Flatten -> one dense block per entry of ``hidden`` -> Linear head with ``outputs`` logits.
 
     ``hidden=[]`` is a linear model; ``[64, 64]`` has two hidden layers of 64 units.
@@ -95,8 +114,15 @@ def mlp(inputs: int, hidden: Sequence[int], outputs: int, *, activation: str = "
     return nn.Sequential(nn.Flatten(), *blocks, nn.Linear(sizes[-1], outputs))
 
 
-def cnn(in_channels: int, classes: int, *, channels: Sequence[int] = (16, 32), activation: str = "relu",
-        dropout: float = 0.0, norm: str | None = "batch") -> nn.Sequential:  # fmt: skip
+def cnn(
+    in_channels: int,
+    classes: int,
+    *,
+    channels: Sequence[int] = (16, 32),
+    activation: str = "relu",
+    dropout: float = 0.0,
+    norm: str | None = "batch",
+) -> nn.Sequential:
     """Conv blocks (each halves the image) -> global average pooling -> Linear head.
 
     Global average pooling makes the head independent of the image size.
@@ -109,3 +135,18 @@ def cnn(in_channels: int, classes: int, *, channels: Sequence[int] = (16, 32), a
     return nn.Sequential(
         *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(sizes[-1], classes)
     )
+
+
+@contextmanager
+def evaluation_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run a block with ``model`` in eval mode, then put back the mode it was in.
+
+    Eval mode switches dropout off and makes BatchNorm use its running statistics: what
+    every measurement of a model needs. ``with evaluation_mode(model): ...``
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

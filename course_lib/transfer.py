@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
-import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -26,13 +24,26 @@ from torchvision.models.resnet import BasicBlock
 
 from course_lib.data import Split
 from course_lib.glyphs import GLYPH_CLASSES  # the bundled head: one output per glyph class
+from course_lib.models import evaluation_mode
 from course_lib.train import Callback, TrainingState
 
 __all__ = [
-    "SmallResNet", "load_backbone", "replace_head", "freeze", "unfreeze", "trainable_parameters",
-    "parameter_summary", "param_groups", "GradualUnfreezing", "extract_features", "BACKBONES",
-    "BUNDLED_WEIGHTS", "BUNDLED_SHA256", "WeightsUnavailable", "imagenet_weights_path", "pretrain",
-]  # fmt: skip
+    "SmallResNet",
+    "load_backbone",
+    "replace_head",
+    "freeze",
+    "unfreeze",
+    "trainable_parameters",
+    "parameter_summary",
+    "param_groups",
+    "GradualUnfreezing",
+    "extract_features",
+    "BACKBONES",
+    "BUNDLED_WEIGHTS",
+    "BUNDLED_SHA256",
+    "WeightsUnavailable",
+    "imagenet_weights_path",
+]
 
 BACKBONES = ("bundled", "small_resnet", "resnet18")
 BUNDLED_WEIGHTS = Path(__file__).parent / "weights" / "small_resnet_glyphs.safetensors"
@@ -54,8 +65,9 @@ class SmallResNet(nn.Module):
     blocks per layer and widths 64..512, so code written for one runs on the other.
     """
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1,
-                 widths: Sequence[int] = (16, 32, 64, 128)):  # fmt: skip
+    def __init__(
+        self, num_classes: int = 10, in_channels: int = 1, widths: Sequence[int] = (16, 32, 64, 128)
+    ):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
@@ -313,8 +325,10 @@ def param_groups(model: nn.Module, learning_rates: Mapping[str, float]) -> list[
             )
     freeze(model)
     unfreeze(model, *learning_rates)
-    return [{"params": list(block.parameters()), "lr": float(learning_rates[name]), "name": name}
-            for name, block in blocks.items()]  # fmt: skip
+    return [
+        {"params": list(block.parameters()), "lr": float(learning_rates[name]), "name": name}
+        for name, block in blocks.items()
+    ]
 
 
 class GradualUnfreezing(Callback):
@@ -380,61 +394,13 @@ def extract_features(backbone: nn.Module, data, *, batch_size: int = 512):
         raise TypeError(f"data must be a Split or a tensor of inputs, got {type(data).__name__}")
     if not isinstance(getattr(backbone, "fc", None), nn.Module):
         raise ValueError("extract_features expects a ResNet with a head called fc")
-    head, was_training = backbone.fc, backbone.training
+    head = backbone.fc
     backbone.fc = nn.Identity()  # the forward pass now stops at the pooled embedding
-    backbone.eval()
     try:
-        features = torch.cat(
-            [backbone(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]
-        )
+        with evaluation_mode(backbone):
+            features = torch.cat(
+                [backbone(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]
+            )
     finally:
         backbone.fc = head
-        backbone.train(was_training)
     return Split(features, data.targets) if isinstance(data, Split) else features
-
-
-# --- the bundled backbone: how it was made ------------------------------------------------------
-
-
-def pretrain(path: str | os.PathLike = BUNDLED_WEIGHTS, *, seed: int = 0, epochs: int = 8,
-             per_class: int = 24, classes: int = GLYPH_CLASSES, progress: bool = True) -> dict:  # fmt: skip
-    """Pretrain SmallResNet on the glyph classes and save it as safetensors; what ``course pretrain`` runs.
-
-    ``per_class`` images of each of ``classes`` glyph classes (seeded), AdamW with a one-cycle
-    learning rate (peak 3e-3), batch 128. It runs on one thread: with the same seed and
-    library versions the file comes out byte for byte the same. Returns the file's SHA-256,
-    the glyph validation accuracy and the seconds it took.
-    """
-    import time
-
-    from safetensors.torch import save_file
-
-    from course_lib.glyphs import glyph_dataset
-    from course_lib.train import LearningRateSchedule, evaluate, fit
-
-    started, threads = time.perf_counter(), torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(seed)
-        train = glyph_dataset(per_class, classes=classes, seed=seed)
-        validation = glyph_dataset(2, classes=classes, seed=seed + 1)
-        model = SmallResNet(num_classes=classes)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-        steps = epochs * -(-len(train) // 128)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps)
-        fit(model, train, optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(), epochs=epochs,
-            batch_size=128, seed=seed, progress=progress,
-            callbacks=[LearningRateSchedule(schedule, interval="step")])  # fmt: skip
-        accuracy = evaluate(model, validation)["accuracy"]
-    finally:
-        torch.set_num_threads(threads)
-    about = {"source": f"{classes} glyph classes x {per_class} images (course_lib.glyphs)",
-             "command": f"course pretrain --seed {seed} --epochs {epochs}",
-             "glyph_validation_accuracy": f"{accuracy:.4f}"}  # fmt: skip
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    # one metadata entry: safetensors writes several in an arbitrary order, and the bytes must not vary
-    metadata = {"course_lib": json.dumps(about, sort_keys=True)}
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path), metadata)
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    return {"sha256": digest, "glyph_validation_accuracy": accuracy,
-            "seconds": time.perf_counter() - started}  # fmt: skip

@@ -11,7 +11,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from course_lib.landscapes import Landscape
-from course_lib.optim.trajectory import Trajectory
+from course_lib.trajectory import Trajectory
 
 __all__ = [
     "confusion_matrix_figure",
@@ -23,8 +23,18 @@ __all__ = [
     "loss_curves_figure",
 ]
 
-COLORS = ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:brown",
-          "tab:pink", "tab:olive", "tab:cyan", "black")  # fmt: skip
+COLORS = (
+    "tab:red",
+    "tab:blue",
+    "tab:green",
+    "tab:orange",
+    "tab:purple",
+    "tab:brown",
+    "tab:pink",
+    "tab:olive",
+    "tab:cyan",
+    "black",
+)
 
 
 def draw_landscape(axes, landscape: Landscape, resolution: int = 160) -> None:
@@ -37,8 +47,15 @@ def draw_landscape(axes, landscape: Landscape, resolution: int = 160) -> None:
     else:
         axes.contourf(X, Y, Z, levels=25, cmap="viridis", alpha=0.85)
     minima = np.array(landscape.minima)
-    axes.plot(minima[:, 0], minima[:, 1], "*", color="white", markersize=12,
-              markeredgecolor="black", label="minimum")  # fmt: skip
+    axes.plot(
+        minima[:, 0],
+        minima[:, 1],
+        "*",
+        color="white",
+        markersize=12,
+        markeredgecolor="black",
+        label="minimum",
+    )
     axes.set(xlim=landscape.x_range, ylim=landscape.y_range, xlabel="x", ylabel="y")
 
 
@@ -63,8 +80,12 @@ def paths_figure(
         draw_loss_curve(curves, trajectory, label, color, landscape.min_value)
     surface.set_title(title or f"{landscape.name}: f = {landscape.formula}", fontsize=10)
     surface.legend(loc="upper right", fontsize=7)
-    curves.set(xlabel="step", ylabel="f − f(minimum)  (log scale)", yscale="log",
-               title="Distance to the minimum value")  # fmt: skip
+    curves.set(
+        xlabel="step",
+        ylabel="f − f(minimum)  (log scale)",
+        yscale="log",
+        title="Distance to the minimum value",
+    )
     curves.grid(True, which="both", alpha=0.3)
     curves.legend(fontsize=7)
     return figure
@@ -128,12 +149,26 @@ def confusion_matrix_figure(
     axes = figure.subplots()
     image = axes.imshow(matrix, cmap="Blues")
     figure.colorbar(image, ax=axes, label="examples")
-    axes.set(xticks=range(len(names)), yticks=range(len(names)), xticklabels=names, yticklabels=names,
-             xlabel="predicted class", ylabel="true class", title=title)  # fmt: skip
+    axes.set(
+        xticks=range(len(names)),
+        yticks=range(len(names)),
+        xticklabels=names,
+        yticklabels=names,
+        xlabel="predicted class",
+        ylabel="true class",
+        title=title,
+    )
     threshold = matrix.max() / 2
     for row in range(len(matrix)):
         for column in range(len(matrix)):
             if matrix[row, column]:
-                axes.text(column, row, int(matrix[row, column]), ha="center", va="center", fontsize=7,
-                          color="white" if matrix[row, column] > threshold else "black")  # fmt: skip
+                axes.text(
+                    column,
+                    row,
+                    int(matrix[row, column]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if matrix[row, column] > threshold else "black",
+                )
     return figure

@@ -6,7 +6,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from course_lib.grading.assign import MarkerError, assign, strip_solutions
+from course_lib.tools.assign import MarkerError, assign, strip_solutions
 
 ROOT = Path(__file__).resolve().parents[1]
 EXERCISES = sorted((ROOT / "exercises").glob("*.ipynb"))
@@ -19,11 +19,14 @@ def test_region_becomes_a_stub_at_the_marker_indentation():
     )
 
 
-@pytest.mark.parametrize("source, problem", [
-    ("# BEGIN SOLUTION\nx = 1", "never closed"),
-    ("x = 1\n# END SOLUTION", "without a BEGIN"),
-    ("# BEGIN SOLUTION\n# BEGIN SOLUTION\n# END SOLUTION", "inside another"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "source, problem",
+    [
+        ("# BEGIN SOLUTION\nx = 1", "never closed"),
+        ("x = 1\n# END SOLUTION", "without a BEGIN"),
+        ("# BEGIN SOLUTION\n# BEGIN SOLUTION\n# END SOLUTION", "inside another"),
+    ],
+)
 def test_unbalanced_markers_are_refused_with_the_place(source, problem):
     with pytest.raises(MarkerError, match=problem):
         strip_solutions(source, where="01_x, cell 3")

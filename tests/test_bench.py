@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from course_lib.bench import BENCH_SETTINGS, format_table, make_contenders, time_optimizer
+from course_lib.tools.bench import BENCH_SETTINGS, format_table, make_contenders, time_optimizer
 
 
 @pytest.mark.parametrize("name", BENCH_SETTINGS)
@@ -23,7 +23,7 @@ def test_table_reports_ratios_from_one_run():
 
 
 def test_fit_bench_times_every_variant_against_the_loop(capsys):
-    from course_lib.bench import bench_fit, format_fit_table
+    from course_lib.tools.bench import bench_fit, format_fit_table
 
     rows = bench_fit(rounds=1, epochs=1, batch_size=256, hidden=(8,))
     assert len(rows) == 3 and all(r.fit_ms > 0 and r.loop_ms > 0 and r.steps == 6 for r in rows)

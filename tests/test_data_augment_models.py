@@ -11,7 +11,6 @@ from course_lib.augment import (
     PRESETS,
     BatchAugmentation,
     augmentation,
-    augmentation_controls,
     augmentation_grid,
     augmented_samples,
     horizontal_flip,
@@ -31,6 +30,7 @@ from course_lib.data import (
     shapes_dataset,
     with_wrong_labels,
 )
+from course_lib.lessons.ch04_generalization import augmentation_controls
 from course_lib.models import cnn, conv_block, dense_block, mlp
 
 
@@ -41,9 +41,8 @@ def test_digits_splits_are_disjoint_seeded_and_upscaled():
     again = digits_splits(size=16)[0]
     assert torch.equal(train.inputs, again.inputs)
     flat = [tuple(x.flatten().tolist()) for split in (train, val, test) for x in split.inputs]
-    assert len(set(flat)) > 0.99 * len(
-        flat
-    )  # practically no image in two splits (a few digits are duplicates)
+    # practically no image in two splits (a few digits are duplicates)
+    assert len(set(flat)) > 0.99 * len(flat)
     with pytest.raises(ValueError, match="size must be >= 8"):
         digits_splits(size=4)
 
@@ -135,25 +134,34 @@ def test_models_are_built_from_blocks_with_the_requested_shape():
     )
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: mlp(64, [0.1], 10), "0.1 units"),
-    (lambda: mlp(64, [32], 10, activation="swish"), "unknown activation"),
-    (lambda: mlp(64, [32], 10, dropout=1.5), "dropout is a probability"),
-    (lambda: cnn(3, 10, channels=(16, 0)), "positive whole numbers"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: mlp(64, [0.1], 10), "0.1 units"),
+        (lambda: mlp(64, [32], 10, activation="swish"), "unknown activation"),
+        (lambda: mlp(64, [32], 10, dropout=1.5), "dropout is a probability"),
+        (lambda: cnn(3, 10, channels=(16, 0)), "positive whole numbers"),
+    ],
+)
 def test_bad_model_arguments_are_explained(call, message):
     with pytest.raises(ValueError, match=message):
         call()
 
 
 @pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
-@pytest.mark.parametrize(("angle", "shear", "scale", "flip"),
-                         [(0, 0, 1.0, False), (30, 0, 1.0, False), (0, 15, 1.0, False), (0, 0, 0.8, False),
-                          (-20, 10, 1.2, True)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("angle", "shear", "scale", "flip"),
+    [
+        (0, 0, 1.0, False),
+        (30, 0, 1.0, False),
+        (0, 15, 1.0, False),
+        (0, 0, 0.8, False),
+        (-20, 10, 1.2, True),
+    ],
+)
 def test_batch_warp_equals_torchvision_affine(angle, shear, scale, flip, interpolation):
-    image = torch.rand(
-        3, 12, 20, generator=torch.Generator().manual_seed(0)
-    )  # not square, on purpose
+    # not square, on purpose
+    image = torch.rand(3, 12, 20, generator=torch.Generator().manual_seed(0))
     mode = {"bilinear": v2.InterpolationMode.BILINEAR, "nearest": v2.InterpolationMode.NEAREST}[
         interpolation
     ]
@@ -162,8 +170,12 @@ def test_batch_warp_equals_torchvision_affine(angle, shear, scale, flip, interpo
     )
     if flip:
         expected = TF.horizontal_flip(expected)
-    matrices = sampling_matrices(torch.tensor([math.radians(angle)]), torch.tensor([math.radians(shear)]),
-                                 torch.tensor([scale]), torch.tensor([flip]))  # fmt: skip
+    matrices = sampling_matrices(
+        torch.tensor([math.radians(angle)]),
+        torch.tensor([math.radians(shear)]),
+        torch.tensor([scale]),
+        torch.tensor([flip]),
+    )
     got = warp(image[None], matrices, interpolation)[0]
     assert torch.allclose(got, expected, atol=1e-5)
 
@@ -177,9 +189,8 @@ def test_batch_augmentation_draws_one_transform_per_image_within_its_ranges():
     assert (mirrored | untouched).all() and 10 < int(
         mirrored.sum()
     ) < 54  # each image decides for itself
-    assert torch.allclose(
-        BatchAugmentation()(images), images, atol=1e-6
-    )  # everything off: the identity
+    # everything off: the identity
+    assert torch.allclose(BatchAugmentation()(images), images, atol=1e-6)
     warped = BatchAugmentation(rotation_degrees=20, zoom_amount=0.2)(images)
     assert len({tuple(a.flatten().tolist()) for a in warped}) == 64  # 64 different transforms
     single = BatchAugmentation(rotation_degrees=20)(images[0])

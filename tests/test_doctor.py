@@ -7,8 +7,9 @@ import textwrap
 
 import pytest
 
-from course_lib import check_environment, doctor
-from course_lib.doctor import FAIL, OK, Check, Report
+from course_lib import check_environment
+from course_lib.tools import doctor
+from course_lib.tools.doctor import FAIL, OK, Check, Report
 
 
 def test_this_environment_is_ready_and_every_check_is_reported():
@@ -73,7 +74,7 @@ def run_doctor_with_fake_modules(tmp_path, modules: dict[str, str]):
         (package / "__init__.py").write_text(textwrap.dedent(source))
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     return subprocess.run(
-        [sys.executable, "-m", "course_lib.cli", "doctor"],
+        [sys.executable, "-m", "course_lib.tools.cli", "doctor"],
         capture_output=True,
         text=True,
         env=env,
@@ -112,6 +113,9 @@ def test_a_torch_that_cannot_load_is_reported_and_the_other_checks_still_run(tmp
 @pytest.mark.parametrize("args, code", [(["doctor"], 0), ([], 2)])
 def test_course_command_exit_codes(args, code):
     result = subprocess.run(
-        [sys.executable, "-m", "course_lib.cli", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "course_lib.tools.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == code, result.stdout + result.stderr

@@ -19,9 +19,8 @@ from course_lib.transfer import load_backbone, replace_head
 def test_exported_programs_match_the_model_at_any_batch_size(tmp_path):
     model = replace_head(load_backbone("bundled"), 10).eval()
     inputs = torch.rand(32, 1, 16, 16, generator=torch.Generator().manual_seed(0))
-    program = export_program(
-        model, inputs[:1]
-    )  # a batch of 1 as the example still exports any batch
+    # a batch of 1 as the example still exports any batch
+    program = export_program(model, inputs[:1])
     with torch.no_grad():
         for size in (1, 5, 32):
             assert (program.module()(inputs[:size]) - model(inputs[:size])).abs().max() < 1e-5

@@ -13,7 +13,7 @@ from course_lib import (
     descent_figure,
     describe_descent,
 )
-from course_lib.chapters import CHAPTERS
+from course_lib.tools.chapters import CHAPTERS
 
 
 @pytest.mark.parametrize("lr", [0.05, 0.3, 0.7, 0.95, 1.2])

@@ -1,13 +1,13 @@
 """Every stored notebook is fresh: its outputs were written by the refresh command from the code,
 library and lock as they are now, and nobody edited them since. No kernel: this takes seconds,
-and gives the same answer on every machine (see course_lib.provenance)."""
+and gives the same answer on every machine (see course_lib.tools.provenance)."""
 
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from course_lib.provenance import REFRESH_HINT, staleness
+from course_lib.tools.provenance import REFRESH_HINT, staleness
 
 ROOT = Path(__file__).resolve().parents[1]
 STORED_WITH_OUTPUTS = sorted([*ROOT.glob("notebooks/*.ipynb"), *ROOT.glob("solutions/*.ipynb")])

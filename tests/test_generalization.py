@@ -6,7 +6,7 @@ from torch import nn
 
 from course_lib.augment import BatchAugmentation
 from course_lib.data import digits_splits, per_class_subset
-from course_lib.generalization import (
+from course_lib.lessons.ch04_generalization import (
     Recipe,
     compare_recipes,
     results_figure,
@@ -23,14 +23,20 @@ def data():
     return per_class_subset(train, 5, seed=0), per_class_subset(val, 5, seed=0), test
 
 
-RECIPES = technique_recipes(augment=BatchAugmentation(rotation_degrees=10), dropout=0.3,
-                                   weight_decay=0.5, early_stopping_patience=2)  # fmt: skip
+RECIPES = technique_recipes(
+    augment=BatchAugmentation(rotation_degrees=10),
+    dropout=0.3,
+    weight_decay=0.5,
+    early_stopping_patience=2,
+)
 
 
 def test_each_recipe_turns_on_its_technique_and_all_combined_turns_on_every_one():
     assert RECIPES["nothing"] == Recipe()
-    switched_on = {name: {field for field, value in vars(recipe).items() if value not in (None, 0.0, False)}
-                   for name, recipe in RECIPES.items()}  # fmt: skip
+    switched_on = {
+        name: {field for field, value in vars(recipe).items() if value not in (None, 0.0, False)}
+        for name, recipe in RECIPES.items()
+    }
     singles = [
         fields for name, fields in switched_on.items() if name not in ("nothing", "all combined")
     ]
@@ -46,9 +52,8 @@ def test_train_with_builds_dropout_weight_decay_and_early_stopping(data):
     assert any(isinstance(layer, nn.Dropout) and layer.p == 0.3 for layer in model.modules())
     assert "early stopping" in history.stop_reason and len(history.epochs) < 30
     lrs = history["lr"]
-    assert (
-        lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.05
-    )  # the cosine schedule lowers the rate
+    # the cosine schedule lowers the rate
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.05
     plain_model, plain_history = train_with(Recipe(), train, val, hidden=(16,), epochs=3)
     assert not any(isinstance(layer, nn.Dropout) for layer in plain_model.modules())
     assert len(plain_history.epochs) == 3 and set(plain_history["lr"]) == {1e-3}

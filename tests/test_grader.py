@@ -12,7 +12,6 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_lib.grading.assign import exercise_notebook
 from course_lib.grading.batch import (
     CELL_ERRORS,
     CRASHED,
@@ -27,6 +26,7 @@ from course_lib.grading.batch import (
     student_id,
     write_gradebook,
 )
+from course_lib.tools.assign import exercise_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 CH1, CH2 = "01_gradient_descent", "02_optimizers"
@@ -182,11 +182,14 @@ def test_deleting_files_around_it_harms_nobody_else(batch):
     assert grades["full1__01.ipynb"].total == 2
 
 
-@pytest.mark.parametrize("name, words", [
-    ("malformed__01.ipynb", "malformed JSON"),
-    ("notanotebook__01.txt", "malformed JSON"),
-    ("image__01.ipynb", "not a readable text file"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("malformed__01.ipynb", "malformed JSON"),
+        ("notanotebook__01.txt", "malformed JSON"),
+        ("image__01.ipynb", "not a readable text file"),
+    ],
+)
 def test_broken_files_are_invalid_with_a_reason(batch, name, words):
     grade = row(batch, name)
     assert grade.status == INVALID and words in grade.detail

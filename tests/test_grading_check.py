@@ -143,12 +143,26 @@ def solution_dropout(x, p, training):
 @pytest.mark.parametrize(
     "wrong, words",
     [
-        (lambda x, p, training: x * (torch.rand_like(x) >= p) / (1 - p), "in evaluation dropout does nothing"),
-        (lambda x, p, training: x * (torch.rand_like(x) >= p) if training else x, "scale the kept entries by 1 / (1 - p)"),
-        (lambda x, p, training: x * (torch.rand_like(x) < p) / p if training else x, "probability to DROP"),
-        (lambda x, p, training: x.masked_fill_(torch.rand_like(x) < p, 0) / (1 - p) if training else x, "modified in place"),
+        (
+            lambda x, p, training: x * (torch.rand_like(x) >= p) / (1 - p),
+            "in evaluation dropout does nothing",
+        ),
+        (
+            lambda x, p, training: x * (torch.rand_like(x) >= p) if training else x,
+            "scale the kept entries by 1 / (1 - p)",
+        ),
+        (
+            lambda x, p, training: x * (torch.rand_like(x) < p) / p if training else x,
+            "probability to DROP",
+        ),
+        (
+            lambda x, p, training: (
+                x.masked_fill_(torch.rand_like(x) < p, 0) / (1 - p) if training else x
+            ),
+            "modified in place",
+        ),
     ],
-)  # fmt: skip
+)
 def test_dropout_mistakes_are_named(capsys, wrong, words):
     assert words in report(capsys, "ch4.dropout", wrong)
     assert "passed (2/2 cases)" in report(capsys, "ch4.dropout", solution_dropout)
@@ -173,7 +187,7 @@ def test_should_stop_mistakes_are_named_with_the_epoch(capsys):
 def test_should_stop_reference_agrees_with_the_early_stopping_callback():
     from types import SimpleNamespace
 
-    from course_lib.grading.ch04 import _reference_should_stop
+    from course_lib.grading.exercises.ch04 import _reference_should_stop
     from course_lib.train import EarlyStopping
 
     losses = [2.0, 1.5, 1.2, 1.25, 1.1, 1.15, 1.2, 1.1, 1.3, 1.4, 0.5, 0.5, 0.6, 0.7]
@@ -188,17 +202,18 @@ def test_should_stop_reference_agrees_with_the_early_stopping_callback():
     assert decisions == [
         _reference_should_stop(losses[:end], 2) for end in range(1, len(losses) + 1)
     ]
+    # a tie is no improvement
     assert decisions.index(True) == 6 and decisions[11:] == [
         False,
         True,
         True,
-    ]  # a tie is no improvement
+    ]
 
 
 def test_cosine_reference_agrees_with_torch_and_mistakes_are_named(capsys):
     import math
 
-    from course_lib.grading.ch04 import _reference_cosine
+    from course_lib.grading.exercises.ch04 import _reference_cosine
 
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.05)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=25, eta_min=5e-4)
@@ -287,8 +302,10 @@ def test_param_group_checks_name_swapped_rates_and_unfrozen_blocks(capsys):
         for name, parameter in model.named_parameters():
             parameter.requires_grad = name.startswith(("fc.", "layer4.")) or not freeze_rest
         rates = (backbone_lr, head_lr) if swap else (head_lr, backbone_lr)
-        return [{"params": model.fc.parameters(), "lr": rates[0]},
-                {"params": model.layer4.parameters(), "lr": rates[1]}]  # fmt: skip
+        return [
+            {"params": model.fc.parameters(), "lr": rates[0]},
+            {"params": model.layer4.parameters(), "lr": rates[1]},
+        ]
 
     assert "passed (2/2 cases)" in report(capsys, "ch5.param_groups", groups)
     swapped = report(capsys, "ch5.param_groups", lambda m, h, b: groups(m, h, b, swap=True))
@@ -347,9 +364,8 @@ def test_tampered_file_checks_name_each_missed_kind(capsys):
     assert "2 of 5 cases failed" in unlisted and "the manifest does not list counts too" in unlisted
     first_only = report(capsys, "ch6.tampered_files", lambda f: _tampered(f)[:1])
     assert "1 of 5 cases failed" in first_only and "not only the first one" in first_only
-    missing = report(
-        capsys, "ch6.tampered_files", lambda f: _tampered(f, skip_missing=True)
-    )  # a missing file ignored
+    # a missing file ignored
+    missing = report(capsys, "ch6.tampered_files", lambda f: _tampered(f, skip_missing=True))
     assert "check .exists() first" in missing
     manifest = report(capsys, "ch6.tampered_files", lambda f: _tampered(f, include_manifest=True))
     assert "leave them out" in manifest

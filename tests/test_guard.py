@@ -36,8 +36,15 @@ def trained():
     train, val, test = digits_splits(size=16, seed=0)
     model = unfreeze(freeze(replace_head(load_backbone("bundled"), 10)), "fc")
     optimizer = torch.optim.Adam(model.fc.parameters(), lr=1e-2)
-    fit(model.fc, extract_features(model, train), optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(),
-        epochs=20, batch_size=64, progress=False)  # fmt: skip
+    fit(
+        model.fc,
+        extract_features(model, train),
+        optimizer=optimizer,
+        loss_fn=nn.CrossEntropyLoss(),
+        epochs=20,
+        batch_size=64,
+        progress=False,
+    )
     return model.eval(), val, test
 
 
@@ -117,8 +124,15 @@ def test_the_guarded_predictor_answers_or_says_why_not(trained):
     answers = predictor.predict(test.inputs[:100])
     answered = [p for p in answers if not p.abstained]
     assert 0.85 < len(answered) / 100 < 1
-    assert sum(p.label == t for p, t in zip(answers, test.targets[:100].tolist(), strict=True)
-               if not p.abstained) / len(answered) > 0.95  # fmt: skip
+    assert (
+        sum(
+            p.label == t
+            for p, t in zip(answers, test.targets[:100].tolist(), strict=True)
+            if not p.abstained
+        )
+        / len(answered)
+        > 0.95
+    )
     batch = torch.cat(
         [test.inputs[:1], torch.full((1, 1, 16, 16), float("nan")), torch.rand(1, 1, 16, 16)]
     )

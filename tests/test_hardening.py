@@ -26,8 +26,10 @@ from course_lib.hardening import (
 
 def weights(seed: int = 0) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
-    return {"fc.weight": torch.randn(10, 32, generator=generator),
-            "fc.bias": torch.randn(10, generator=generator)}  # fmt: skip
+    return {
+        "fc.weight": torch.randn(10, 32, generator=generator),
+        "fc.bias": torch.randn(10, generator=generator),
+    }
 
 
 def same(a: dict, b: dict) -> bool:
@@ -55,15 +57,23 @@ def test_round_trips_plain_encrypted_and_signed(tmp_path, signing):
     state, meta = load_secure(tmp_path / "sealed", key=key, verify_key=verify_key)
     assert same(state, weights()) and meta == metadata
     assert sorted(p.name for p in (tmp_path / "sealed").iterdir()) == [
-        "manifest.json", "manifest.sig", "weights.safetensors.enc"]  # fmt: skip
+        "manifest.json",
+        "manifest.sig",
+        "weights.safetensors.enc",
+    ]
     assert b"fc.weight" not in (tmp_path / "sealed" / "weights.safetensors.enc").read_bytes()
 
 
 def test_random_bit_flips_anywhere_are_always_refused(tmp_path, signing):
     signing_key, verify_key = signing
     key = new_key()
-    original = save_secure(weights(), tmp_path / "model", key=key, signing_key=signing_key,
-                           metadata={"name": "digits", "version": 1})  # fmt: skip
+    original = save_secure(
+        weights(),
+        tmp_path / "model",
+        key=key,
+        signing_key=signing_key,
+        metadata={"name": "digits", "version": 1},
+    )
     files = {p.name: p.read_bytes() for p in original.iterdir()}
     positions = [(name, i) for name, content in files.items() for i in range(len(content))]
     rng = random.Random(0)
@@ -144,10 +154,20 @@ def test_an_edited_manifest_is_refused(tmp_path, signing):
 def test_a_file_swapped_between_two_versions_is_refused(tmp_path, signing):
     signing_key, verify_key = signing
     key = new_key()
-    v1 = save_secure(weights(1), tmp_path / "v1", key=key, signing_key=signing_key,
-                     metadata={"name": "digits", "version": 1})  # fmt: skip
-    v2 = save_secure(weights(2), tmp_path / "v2", key=key, signing_key=signing_key,
-                     metadata={"name": "digits", "version": 2})  # fmt: skip
+    v1 = save_secure(
+        weights(1),
+        tmp_path / "v1",
+        key=key,
+        signing_key=signing_key,
+        metadata={"name": "digits", "version": 1},
+    )
+    v2 = save_secure(
+        weights(2),
+        tmp_path / "v2",
+        key=key,
+        signing_key=signing_key,
+        metadata={"name": "digits", "version": 2},
+    )
     shutil.copy(v1 / "weights.safetensors.enc", v2 / "weights.safetensors.enc")
     with pytest.raises(IntegrityError, match="was changed"):
         load_secure(v2, key=key, verify_key=verify_key)

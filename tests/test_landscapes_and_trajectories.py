@@ -3,7 +3,8 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from course_lib.descent_widgets import (
+from course_lib.landscapes import LANDSCAPES, quadratic_bowl
+from course_lib.lessons.ch01_descent_widgets import (
     RACERS,
     gd_controls,
     gd_figure,
@@ -12,10 +13,9 @@ from course_lib.descent_widgets import (
     race_controls,
     race_table,
 )
-from course_lib.landscapes import LANDSCAPES, quadratic_bowl
 from course_lib.optim import SGD, Adam
 from course_lib.optim.conjugate_gradient import ConjugateGradient
-from course_lib.optim.trajectory import EvaluationCounter, run_on_landscape
+from course_lib.trajectory import EvaluationCounter, run_on_landscape
 
 
 @pytest.mark.parametrize("name", LANDSCAPES)

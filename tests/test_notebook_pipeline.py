@@ -9,14 +9,14 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from course_lib.notebooks import (
+from course_lib.tools.notebooks import (
     NotebookRefreshError,
     find_notebooks,
     png_digests,
     refresh_notebook,
     sanity_problems,
 )
-from course_lib.provenance import staleness
+from course_lib.tools.provenance import staleness
 
 SANITIZE = Path(__file__).resolve().parents[1] / "nbval_sanitize.cfg"
 
@@ -55,7 +55,7 @@ def run_nbval(path: Path) -> subprocess.CompletedProcess:
             "-p",
             "no:cacheprovider",
             "-p",
-            "course_lib.nbval_plugin",
+            "course_lib.tools.nbval_plugin",
             "--nbval",
             "--nbval-current-env",
             "--nbval-sanitize-with",

@@ -2,14 +2,14 @@ import pytest
 import torch
 
 from course_lib.data import digits_split
-from course_lib.optim import SGD, Adam
-from course_lib.optim.compare import (
+from course_lib.lessons.ch02_optimizer_study import (
     epochs_to_reach,
     least_squares_problem,
     minibatch_run,
     small_mlp,
     training_curve,
 )
+from course_lib.optim import SGD, Adam
 from course_lib.optim.conjugate_gradient import ConjugateGradient
 
 

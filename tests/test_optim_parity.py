@@ -1,12 +1,12 @@
 """Each scratch optimizer against its torch.optim namesake: 200 float32 steps, same model and data.
 
-The goal is bit-identical parameters; anything above 1e-6 fails. `python -m course_lib.optim.parity`
+The goal is bit-identical parameters; anything above 1e-6 fails. `python -m course_lib.tools.parity`
 prints the achieved max difference per optimizer.
 """
 
 import pytest
 
-from course_lib.optim.parity import CONFIGS, max_parameter_difference
+from course_lib.tools.parity import CONFIGS, max_parameter_difference
 
 CASES = [(name, kwargs) for name, settings in CONFIGS.items() for kwargs in settings]
 

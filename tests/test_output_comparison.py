@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from course_lib.output_comparison import (
+from course_lib.tools.output_comparison import (
     Number,
     compare_outputs,
     compare_png,

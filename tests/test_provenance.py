@@ -4,7 +4,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from course_lib.provenance import (
+from course_lib.tools.provenance import (
     machine_differences,
     machine_fingerprint,
     record_provenance,

@@ -68,8 +68,9 @@ def test_a_whole_version_copied_over_another_is_refused(tmp_path):
     import shutil
 
     private = Ed25519PrivateKey.generate()
-    registry = ModelRegistry(tmp_path, key=new_key(), signing_key=private,
-                             verify_key=private.public_key())  # fmt: skip
+    registry = ModelRegistry(
+        tmp_path, key=new_key(), signing_key=private, verify_key=private.public_key()
+    )
     old, new = registry.register(weights(1), "digits"), registry.register(weights(2), "digits")
     registry.promote("digits", new, "champion")
     versions = tmp_path / "digits" / "versions"
@@ -93,8 +94,14 @@ def _writer_script(root, value: float, count: int) -> str:
 
 
 def test_two_processes_registering_at_once_get_distinct_loadable_versions(tmp_path):
-    writers = [subprocess.Popen([sys.executable, "-c", _writer_script(tmp_path, value, 8)],
-                                stdout=subprocess.PIPE, text=True) for value in (1.0, 2.0)]  # fmt: skip
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _writer_script(tmp_path, value, 8)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for value in (1.0, 2.0)
+    ]
     outputs = [writer.communicate(timeout=120)[0].split() for writer in writers]
     assert all(writer.returncode == 0 for writer in writers)
     numbers = sorted(int(n) for output in outputs for n in output)

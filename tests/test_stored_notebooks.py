@@ -14,8 +14,8 @@ import nbformat
 import pytest
 
 import course_lib
-from course_lib.chapters import CHAPTERS
-from course_lib.notebooks import IGNORE_OUTPUT_TAG, SKIP_TAG, sanity_problems
+from course_lib.tools.chapters import CHAPTERS
+from course_lib.tools.notebooks import IGNORE_OUTPUT_TAG, SKIP_TAG, sanity_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 STORED_WITH_OUTPUTS = sorted([*ROOT.glob("notebooks/*.ipynb"), *ROOT.glob("solutions/*.ipynb")])
@@ -94,7 +94,7 @@ def course_lib_imports(notebook):
 def test_chapter_notebooks_are_the_ones_the_chapter_map_lists():
     listed = {chapter.filename for chapter in CHAPTERS}
     present = {path.name for path in ROOT.glob("notebooks/*.ipynb")}
-    assert present <= listed, f"add these to course_lib.chapters.CHAPTERS: {present - listed}"
+    assert present <= listed, f"add these to course_lib.tools.chapters.CHAPTERS: {present - listed}"
 
 
 def test_public_names_of_course_lib_all_resolve():

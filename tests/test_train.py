@@ -43,17 +43,41 @@ def training_kit(seed=0):
 def test_resume_gives_exactly_the_weights_of_an_uninterrupted_run(digits, tmp_path):
     train, val = digits
     model, optimizer, schedule = training_kit()
-    uninterrupted = fit(model, train, val, optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(), epochs=4,
-                        callbacks=[schedule, Checkpoint(tmp_path / "full.pt")], progress=False)  # fmt: skip
+    uninterrupted = fit(
+        model,
+        train,
+        val,
+        optimizer=optimizer,
+        loss_fn=nn.CrossEntropyLoss(),
+        epochs=4,
+        callbacks=[schedule, Checkpoint(tmp_path / "full.pt")],
+        progress=False,
+    )
 
     first, optimizer1, schedule1 = training_kit()
-    fit(first, train, val, optimizer=optimizer1, loss_fn=nn.CrossEntropyLoss(), epochs=2,
-        callbacks=[schedule1, Checkpoint(tmp_path / "half.pt")], progress=False)  # fmt: skip
+    fit(
+        first,
+        train,
+        val,
+        optimizer=optimizer1,
+        loss_fn=nn.CrossEntropyLoss(),
+        epochs=2,
+        callbacks=[schedule1, Checkpoint(tmp_path / "half.pt")],
+        progress=False,
+    )
     torch.manual_seed(12345)  # whatever happens between the two runs must not matter
     resumed_model, optimizer2, schedule2 = training_kit(seed=99)
-    resumed = fit(resumed_model, train, val, optimizer=optimizer2, loss_fn=nn.CrossEntropyLoss(), epochs=4,
-                  callbacks=[schedule2, Checkpoint(tmp_path / "half.pt")], resume_from=tmp_path / "half.pt",
-                  progress=False)  # fmt: skip
+    resumed = fit(
+        resumed_model,
+        train,
+        val,
+        optimizer=optimizer2,
+        loss_fn=nn.CrossEntropyLoss(),
+        epochs=4,
+        callbacks=[schedule2, Checkpoint(tmp_path / "half.pt")],
+        resume_from=tmp_path / "half.pt",
+        progress=False,
+    )
 
     for a, b in zip(model.state_dict().values(), resumed_model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
@@ -67,8 +91,15 @@ def test_resume_gives_exactly_the_weights_of_an_uninterrupted_run(digits, tmp_pa
 def test_checkpoint_holds_everything_needed_to_resume(digits, tmp_path):
     train, _ = digits
     model, optimizer, schedule = training_kit()
-    fit(model, train, optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(), epochs=1,
-        callbacks=[schedule, Checkpoint(tmp_path / "c.pt")], progress=False)  # fmt: skip
+    fit(
+        model,
+        train,
+        optimizer=optimizer,
+        loss_fn=nn.CrossEntropyLoss(),
+        epochs=1,
+        callbacks=[schedule, Checkpoint(tmp_path / "c.pt")],
+        progress=False,
+    )
     checkpoint = load_checkpoint(tmp_path / "c.pt")
     assert {"model", "optimizer", "callbacks", "epoch", "history", "rng"} <= set(checkpoint)
     assert set(checkpoint["rng"]) == {"torch", "numpy", "python", "batches"}
@@ -79,8 +110,15 @@ def test_a_crash_while_saving_keeps_the_previous_checkpoint(digits, tmp_path, mo
     train, _ = digits
     path = tmp_path / "c.pt"
     model, optimizer, _ = training_kit()
-    fit(model, train, optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(), epochs=1,
-        callbacks=[Checkpoint(path)], progress=False)  # fmt: skip
+    fit(
+        model,
+        train,
+        optimizer=optimizer,
+        loss_fn=nn.CrossEntropyLoss(),
+        epochs=1,
+        callbacks=[Checkpoint(path)],
+        progress=False,
+    )
     before = path.read_bytes()
 
     def crash(obj, file):
@@ -89,8 +127,15 @@ def test_a_crash_while_saving_keeps_the_previous_checkpoint(digits, tmp_path, mo
 
     monkeypatch.setattr(torch, "save", crash)
     with pytest.raises(OSError, match="disk full"):
-        fit(model, train, optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(), epochs=1,
-            callbacks=[Checkpoint(path)], progress=False)  # fmt: skip
+        fit(
+            model,
+            train,
+            optimizer=optimizer,
+            loss_fn=nn.CrossEntropyLoss(),
+            epochs=1,
+            callbacks=[Checkpoint(path)],
+            progress=False,
+        )
     assert path.read_bytes() == before
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
 
@@ -98,8 +143,16 @@ def test_a_crash_while_saving_keeps_the_previous_checkpoint(digits, tmp_path, mo
 def test_history_records_steps_and_epochs_and_plots(digits):
     train, val = digits
     model, optimizer, _ = training_kit()
-    history = fit(model, train, val, optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(), epochs=2,
-                  batch_size=100, progress=False)  # fmt: skip
+    history = fit(
+        model,
+        train,
+        val,
+        optimizer=optimizer,
+        loss_fn=nn.CrossEntropyLoss(),
+        epochs=2,
+        batch_size=100,
+        progress=False,
+    )
     assert len(history.steps) == 2 * 14 and [e["epoch"] for e in history.epochs] == [1, 2]
     assert set(history.epochs[0]) == {
         "epoch",
@@ -137,12 +190,19 @@ def test_early_stopping_stops_and_restores_the_best_weights(digits):
     train, val = digits
     seed_everything(0)
     model = network()
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=2.0
-    )  # too large: validation loss will not improve for long
+    # too large: validation loss will not improve for long
+    optimizer = torch.optim.SGD(model.parameters(), lr=2.0)
     stopper = EarlyStopping(patience=2)
-    history = fit(model, train, val, optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(), epochs=30,
-                  callbacks=[stopper], progress=False)  # fmt: skip
+    history = fit(
+        model,
+        train,
+        val,
+        optimizer=optimizer,
+        loss_fn=nn.CrossEntropyLoss(),
+        epochs=30,
+        callbacks=[stopper],
+        progress=False,
+    )
     assert len(history.epochs) < 30 and "early stopping" in history.stop_reason
     assert evaluate(model, val, nn.CrossEntropyLoss())["loss"] == pytest.approx(
         stopper.best, rel=1e-5
@@ -196,14 +256,20 @@ def test_nan_loss_stops_and_reports_step_and_lr():
     seed_everything(0)
     inputs, targets = torch.randn(64, 3), torch.randn(64, 1)
     model = nn.Linear(3, 1)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=10.0
-    )  # each step overshoots more: the loss explodes
+    # each step overshoots more: the loss explodes
+    optimizer = torch.optim.SGD(model.parameters(), lr=10.0)
     with pytest.raises(
         NonFiniteLossError, match=r"became (nan|inf) at step \d+ \(epoch \d+\) with lr = 10"
     ) as caught:
-        fit(model, (inputs, targets), optimizer=optimizer, loss_fn=nn.MSELoss(), epochs=50, batch_size=8,
-            progress=False)  # fmt: skip
+        fit(
+            model,
+            (inputs, targets),
+            optimizer=optimizer,
+            loss_fn=nn.MSELoss(),
+            epochs=50,
+            batch_size=8,
+            progress=False,
+        )
     assert (
         isinstance(caught.value.history, History)
         and "loss became" in caught.value.history.stop_reason
@@ -223,11 +289,14 @@ def test_regression_target_missing_a_dimension_is_caught_not_broadcast():
         )
 
 
-@pytest.mark.parametrize("data, message", [
-    ((torch.zeros(0, 64), torch.zeros(0, dtype=torch.long)), "train_data is empty"),
-    ((torch.zeros(5, 64), torch.zeros(4, dtype=torch.long)), "5 inputs but 4 targets"),
-    ((100, 0.1, 0.01), "must be a course_lib.data.Split"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ((torch.zeros(0, 64), torch.zeros(0, dtype=torch.long)), "train_data is empty"),
+        ((torch.zeros(5, 64), torch.zeros(4, dtype=torch.long)), "5 inputs but 4 targets"),
+        ((100, 0.1, 0.01), "must be a course_lib.data.Split"),
+    ],
+)
 def test_bad_datasets_are_refused_clearly(data, message):
     model = nn.Linear(64, 10)
     with pytest.raises((ValueError, TypeError), match=message):
@@ -243,8 +312,14 @@ def test_bad_datasets_are_refused_clearly(data, message):
 def test_progress_bar_can_be_switched_off(digits, capsys):
     train, _ = digits
     model = network()
-    fit(model, train, optimizer=torch.optim.SGD(model.parameters()), loss_fn=nn.CrossEntropyLoss(), epochs=1,
-        progress=False)  # fmt: skip
+    fit(
+        model,
+        train,
+        optimizer=torch.optim.SGD(model.parameters()),
+        loss_fn=nn.CrossEntropyLoss(),
+        epochs=1,
+        progress=False,
+    )
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
 
@@ -255,8 +330,13 @@ def test_unattached_head_is_caught(digits):
     with pytest.raises(
         ValueError, match="outputs 64 scores.*only 10 classes: is the classification head attached"
     ):
-        fit(backbone, train, optimizer=torch.optim.SGD(backbone.parameters()), loss_fn=nn.CrossEntropyLoss(),
-            epochs=1)  # fmt: skip
+        fit(
+            backbone,
+            train,
+            optimizer=torch.optim.SGD(backbone.parameters()),
+            loss_fn=nn.CrossEntropyLoss(),
+            epochs=1,
+        )
 
 
 def test_learning_rate_finder_leaves_the_model_alone_and_suggests_a_sane_rate(digits):
@@ -291,9 +371,19 @@ def _augmented_cnn_run(tmp_path, augment, epochs, resume=None, path=None):
     seed_everything(0)
     model = cnn(3, 4, channels=(4,))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    fit(model, train, val, optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(), epochs=epochs, batch_size=16,
-        augment=augment, callbacks=[Checkpoint(path or tmp_path / "a.pt")], resume_from=resume,
-        progress=False)  # fmt: skip
+    fit(
+        model,
+        train,
+        val,
+        optimizer=optimizer,
+        loss_fn=nn.CrossEntropyLoss(),
+        epochs=epochs,
+        batch_size=16,
+        augment=augment,
+        callbacks=[Checkpoint(path or tmp_path / "a.pt")],
+        resume_from=resume,
+        progress=False,
+    )
     return model
 
 
@@ -327,8 +417,16 @@ def test_early_stopping_restores_the_best_weights_even_without_stopping(digits):
     seed_everything(0)
     model = network()
     stopper = EarlyStopping(patience=100)  # never stops within 8 epochs
-    history = fit(model, train, val, optimizer=torch.optim.SGD(model.parameters(), lr=1.5),
-                  loss_fn=nn.CrossEntropyLoss(), epochs=8, callbacks=[stopper], progress=False)  # fmt: skip
+    history = fit(
+        model,
+        train,
+        val,
+        optimizer=torch.optim.SGD(model.parameters(), lr=1.5),
+        loss_fn=nn.CrossEntropyLoss(),
+        epochs=8,
+        callbacks=[stopper],
+        progress=False,
+    )
     assert len(history.epochs) == 8 and history.stop_reason == ""
     assert stopper.best == min(history["val_loss"])
     assert evaluate(model, val, nn.CrossEntropyLoss())["loss"] == pytest.approx(

@@ -12,6 +12,13 @@ from torch import nn
 from course_lib import transfer
 from course_lib.data import Split, digits_splits
 from course_lib.glyphs import glyph_dataset
+from course_lib.lessons.ch05_transfer_study import (
+    STRATEGIES,
+    train_strategy,
+    transfer_controls,
+    transfer_figure,
+)
+from course_lib.tools.pretrain import pretrain
 from course_lib.train import fit
 from course_lib.transfer import (
     BUNDLED_SHA256,
@@ -23,12 +30,10 @@ from course_lib.transfer import (
     load_backbone,
     param_groups,
     parameter_summary,
-    pretrain,
     replace_head,
     trainable_parameters,
     unfreeze,
 )
-from course_lib.transfer_study import STRATEGIES, train_strategy, transfer_controls, transfer_figure
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +51,15 @@ def _parameters(module: nn.Module) -> dict[str, torch.Tensor]:
 
 def _one_epoch(model: nn.Module, data: Split, params) -> None:
     optimizer = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.1)
-    fit(model, data, optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(), epochs=1,
-        batch_size=16, progress=False)  # fmt: skip
+    fit(
+        model,
+        data,
+        optimizer=optimizer,
+        loss_fn=nn.CrossEntropyLoss(),
+        epochs=1,
+        batch_size=16,
+        progress=False,
+    )
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -58,8 +70,18 @@ def test_bundled_backbone_matches_its_recorded_hash_and_has_torchvision_names():
     assert BUNDLED_WEIGHTS.stat().st_size < 3_000_000  # a few MB at most
     model = load_backbone("bundled")
     names = [name for name, _ in model.named_children()]
-    assert names == ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4",
-                     "avgpool", "fc"]  # fmt: skip
+    assert names == [
+        "conv1",
+        "bn1",
+        "relu",
+        "maxpool",
+        "layer1",
+        "layer2",
+        "layer3",
+        "layer4",
+        "avgpool",
+        "fc",
+    ]
     # the source's own code runs unchanged
     model.fc = nn.Linear(model.fc.in_features, 10)
     assert model(torch.zeros(2, 1, 16, 16)).shape == (2, 10)
@@ -198,8 +220,10 @@ def test_frozen_batchnorm_keeps_its_statistics_even_in_train_mode(digits16):
     _one_epoch(model, digits16[0], [p for p in model.parameters() if p.requires_grad])
     for name, value in _batchnorm_statistics(model.layer3).items():
         assert torch.equal(value, frozen_before[name]), name
-    assert any(not torch.equal(v, trained_before[k])
-               for k, v in _batchnorm_statistics(model.layer4).items())  # fmt: skip
+    assert any(
+        not torch.equal(v, trained_before[k])
+        for k, v in _batchnorm_statistics(model.layer4).items()
+    )
 
 
 def test_requires_grad_false_alone_lets_batchnorm_statistics_drift(digits16):
@@ -251,8 +275,15 @@ def test_gradual_unfreezing_follows_its_schedule(digits16):
     )
     assert all(torch.equal(v, layer4[k]) for k, v in _parameters(model.layer4).items())
     assert schedule.unfrozen == ["fc", "layer4"]  # layer4 trains from the second epoch on
-    fit(model, small, optimizer=optimizer, loss_fn=loss, epochs=2, callbacks=[schedule],
-        progress=False)  # fmt: skip
+    fit(
+        model,
+        small,
+        optimizer=optimizer,
+        loss_fn=loss,
+        epochs=2,
+        callbacks=[schedule],
+        progress=False,
+    )
     assert schedule.unfrozen == ["fc", "layer4", "layer3"]
     assert any(not torch.equal(v, layer4[k]) for k, v in _parameters(model.layer4).items())
     assert all(torch.equal(v, layer3[k]) for k, v in _parameters(model.layer3).items())

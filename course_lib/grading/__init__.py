@@ -7,13 +7,18 @@ In an exercise notebook::
 
 runs the exercise's public tests at once and prints a short report. Hidden tests exist only
 in the grader's data, never in a notebook.
+
+The engine is here (``spec``: what an exercise is; ``runner``: running its cases and writing
+the report; ``batch``: ``course grade`` over a folder of submissions; ``exercise_index``: which
+notebook holds which exercise). The exercises themselves are content, one module per chapter,
+in ``course_lib.grading.exercises``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from course_lib.grading.registry import EXERCISES, find_exercise
+from course_lib.grading.exercise_index import EXERCISES, find_exercise
 from course_lib.grading.runner import report, run_exercise
 
 __all__ = ["check", "list_exercises"]

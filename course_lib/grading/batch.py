@@ -25,11 +25,18 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-from course_lib.grading.assign import METADATA_KEY
+from course_lib.tools.assign import METADATA_KEY
 
 OK, TIMEOUT, CRASHED, INVALID, WRONG_NOTEBOOK, OUTPUT_LIMIT, CELL_ERRORS, GRADER_ERROR = (
-    "ok", "timeout", "crashed", "invalid", "wrong-notebook", "output-limit", "cell-errors", "grader-error",
-)  # fmt: skip
+    "ok",
+    "timeout",
+    "crashed",
+    "invalid",
+    "wrong-notebook",
+    "output-limit",
+    "cell-errors",
+    "grader-error",
+)
 HIDDEN_TESTS_ENV = "COURSE_HIDDEN_TESTS"
 _DEFAULT_HIDDEN = Path(__file__).with_name("data") / "hidden_cases.json"
 
@@ -72,8 +79,12 @@ def load_hidden_tests(path: Path | None = None) -> dict[str, list[dict]]:
     return json.loads(source.read_text(encoding="utf-8"))
 
 
-def grade_submission(path: str | Path, limits: Limits = Limits(), assignment: str | None = None,
-                     hidden: dict | None = None) -> Grade:  # fmt: skip
+def grade_submission(
+    path: str | Path,
+    limits: Limits = Limits(),
+    assignment: str | None = None,
+    hidden: dict | None = None,
+) -> Grade:
     """Grade one submission; never raises (a failure becomes the row's status)."""
     path = Path(path)
     # nbclient leaves an output-polling task behind when it interrupts a timed-out cell;
@@ -94,7 +105,7 @@ def grade_submission(path: str | Path, limits: Limits = Limits(), assignment: st
 def _grade_into(
     grade: Grade, path: Path, limits: Limits, assignment: str | None, hidden: dict
 ) -> None:
-    from course_lib.grading.registry import NOTEBOOK_EXERCISES
+    from course_lib.grading.exercise_index import NOTEBOOK_EXERCISES
 
     notebook, problem = _read_notebook(path)
     if notebook is None:
@@ -115,9 +126,8 @@ def _grade_into(
         )
         return
     with tempfile.TemporaryDirectory(prefix="course-grade-") as scratch:
-        workdir = Path(
-            scratch, "sandbox", "work"
-        )  # nested: '..' of the cwd is still this submission's
+        # nested: '..' of the cwd is still this submission's
+        workdir = Path(scratch, "sandbox", "work")
         workdir.mkdir(parents=True)
         _execute_and_grade(grade, notebook, name, workdir, limits, hidden)
 
@@ -185,7 +195,7 @@ def _load_grading_code(client: _GradingClient) -> None:
     deleted the working directory (after which ``import torch`` kills the kernel).
     """
     setup = nbformat.v4.new_code_cell(
-        "import course_lib.grading.registry, course_lib.grading.runner"
+        "import course_lib.grading.exercise_index, course_lib.grading.runner"
     )
     client.nb.cells.insert(0, setup)
     try:
@@ -236,14 +246,14 @@ def _run_grading_cell(
     whatever the learner's code did to its own working directory.
     Returns ``(results, "")``, or ``(None, why)`` when no results came back.
     """
-    from course_lib.grading.registry import NOTEBOOK_EXERCISES
+    from course_lib.grading.exercise_index import NOTEBOOK_EXERCISES
 
     results_path = folder / f"results-{secrets.token_hex(16)}.json"
     relevant = {exercise.id: hidden.get(exercise.id, []) for exercise in NOTEBOOK_EXERCISES[name]}
     code = (  # modules loaded by _load_grading_code, reached through sys.modules: no import here
         f"__import__('os').chdir({str(folder)!r})\n"
         "__import__('sys').modules['course_lib.grading.runner'].grade_namespace(globals(), "
-        f"__import__('sys').modules['course_lib.grading.registry'].NOTEBOOK_EXERCISES[{name!r}], "
+        f"__import__('sys').modules['course_lib.grading.exercise_index'].NOTEBOOK_EXERCISES[{name!r}], "
         f"__import__('json').loads({json.dumps(relevant)!r}), {str(results_path)!r})"
     )
     cell = nbformat.v4.new_code_cell(code)
@@ -301,8 +311,9 @@ class _GradingClient(NotebookClient):
         return False
 
 
-def grade_batch(paths: list[Path], *, jobs: int = 2, limits: Limits = Limits(),
-                assignment: str | None = None) -> list[Grade]:  # fmt: skip
+def grade_batch(
+    paths: list[Path], *, jobs: int = 2, limits: Limits = Limits(), assignment: str | None = None
+) -> list[Grade]:
     """Grade every submission (in parallel processes); mark which one counts per student.
 
     Two submissions of one student: both are graded and listed; the one modified last counts
@@ -314,8 +325,15 @@ def grade_batch(paths: list[Path], *, jobs: int = 2, limits: Limits = Limits(),
         grades = [grade_submission(p, limits, assignment, hidden) for p in submissions]
     else:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            grades = list(pool.map(grade_submission, submissions, [limits] * len(submissions),
-                                   [assignment] * len(submissions), [hidden] * len(submissions)))  # fmt: skip
+            grades = list(
+                pool.map(
+                    grade_submission,
+                    submissions,
+                    [limits] * len(submissions),
+                    [assignment] * len(submissions),
+                    [hidden] * len(submissions),
+                )
+            )
     _mark_counted(grades, submissions)
     return grades
 
@@ -346,19 +364,45 @@ def write_gradebook(grades: list[Grade], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)
-        writer.writerow(["student", "submission", "counted", "status", *exercise_ids,
-                         "total", "max_points", "seconds", "detail"])  # fmt: skip
+        writer.writerow(
+            [
+                "student",
+                "submission",
+                "counted",
+                "status",
+                *exercise_ids,
+                "total",
+                "max_points",
+                "seconds",
+                "detail",
+            ]
+        )
         for grade in grades:
             points = [grade.points.get(eid, "") for eid in exercise_ids]
-            writer.writerow([grade.student, grade.submission, "yes" if grade.counted else "no", grade.status,
-                             *points, grade.total, grade.max_points, grade.seconds, grade.detail])  # fmt: skip
+            writer.writerow(
+                [
+                    grade.student,
+                    grade.submission,
+                    "yes" if grade.counted else "no",
+                    grade.status,
+                    *points,
+                    grade.total,
+                    grade.max_points,
+                    grade.seconds,
+                    grade.detail,
+                ]
+            )
 
 
 def feedback_markdown(grade: Grade) -> str:
     """The feedback file a student receives."""
-    lines = [f"# Feedback for {grade.student}", "", f"Submission: `{grade.submission}`  ",
-             f"Status: **{grade.status}**" + (f" ({grade.detail})" if grade.detail else "") + "  ",
-             f"Points: **{grade.total} / {grade.max_points:g}**"]  # fmt: skip
+    lines = [
+        f"# Feedback for {grade.student}",
+        "",
+        f"Submission: `{grade.submission}`  ",
+        f"Status: **{grade.status}**" + (f" ({grade.detail})" if grade.detail else "") + "  ",
+        f"Points: **{grade.total} / {grade.max_points:g}**",
+    ]
     if not grade.counted:
         lines.append("\n*A later submission of yours counts instead of this one.*")
     if grade.cell_errors:
@@ -368,8 +412,11 @@ def feedback_markdown(grade: Grade) -> str:
             *[f"- {error}" for error in grade.cell_errors],
         ]
     for result in grade.results:
-        lines += ["", f"## {result['exercise_id']}: {result['title']}",
-                  f"{result['earned']:g} / {result['points']:g} points, {result['status']}"]  # fmt: skip
+        lines += [
+            "",
+            f"## {result['exercise_id']}: {result['title']}",
+            f"{result['earned']:g} / {result['points']:g} points, {result['status']}",
+        ]
         for case in result["cases"]:
             mark = "passed" if case["status"] == "passed" else case["status"]
             lines.append(f"- {case['description']}: {mark}")

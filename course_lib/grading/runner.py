@@ -18,8 +18,13 @@ from typing import Any
 from course_lib.grading.spec import Case, Exercise
 
 PASSED, FAILED, ERROR, NOT_ATTEMPTED, TIMEOUT, MISSING = (
-    "passed", "failed", "error", "not attempted", "timeout", "missing",
-)  # fmt: skip
+    "passed",
+    "failed",
+    "error",
+    "not attempted",
+    "timeout",
+    "missing",
+)
 CASE_TIME_LIMIT_SECONDS = 10.0  # per test case, in check() and in the grader
 
 

@@ -49,7 +49,7 @@ from course_lib.hardening.guard import (
     max_softmax_score,
     pgd,
 )
-from course_lib.hardening.registry import ModelRegistry
+from course_lib.hardening.model_registry import ModelRegistry
 from course_lib.hardening.secure import load_secure, save_secure
 from course_lib.hardening.serialization import (
     IntegrityError,
@@ -60,11 +60,40 @@ from course_lib.hardening.serialization import (
 )
 
 __all__ = [
-    "IntegrityError", "save_secure", "load_secure", "save_weights", "load_weights", "safe_torch_load",
-    "write_pickle_payload", "new_key", "write_key_file", "load_key", "KEY_ENV",
-    "Ed25519PrivateKey", "Ed25519PublicKey", "ModelRegistry", "InvalidInput", "InputGuard",
-    "max_softmax_score", "energy_score", "calibrate_threshold", "auroc", "fgsm", "pgd",
-    "accuracy_under_attack", "Prediction", "GuardedPredictor", "export_program", "export_onnx",
-    "onnx_session", "compare_runtimes", "quantize_int8", "serialized_size", "median_ms",
-    "flagged_rates", "threshold_figure", "threshold_controls", "attack_figure",
-]  # fmt: skip
+    "IntegrityError",
+    "save_secure",
+    "load_secure",
+    "save_weights",
+    "load_weights",
+    "safe_torch_load",
+    "write_pickle_payload",
+    "new_key",
+    "write_key_file",
+    "load_key",
+    "KEY_ENV",
+    "Ed25519PrivateKey",
+    "Ed25519PublicKey",
+    "ModelRegistry",
+    "InvalidInput",
+    "InputGuard",
+    "max_softmax_score",
+    "energy_score",
+    "calibrate_threshold",
+    "auroc",
+    "fgsm",
+    "pgd",
+    "accuracy_under_attack",
+    "Prediction",
+    "GuardedPredictor",
+    "export_program",
+    "export_onnx",
+    "onnx_session",
+    "compare_runtimes",
+    "quantize_int8",
+    "serialized_size",
+    "median_ms",
+    "flagged_rates",
+    "threshold_figure",
+    "threshold_controls",
+    "attack_figure",
+]

@@ -21,8 +21,19 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from course_lib.hardening.serialization import IntegrityError
 
-__all__ = ["KEY_ENV", "new_key", "write_key_file", "load_key", "encrypt", "decrypt", "sign", "verify",
-           "Ed25519PrivateKey", "Ed25519PublicKey", "sha256_hex"]  # fmt: skip
+__all__ = [
+    "KEY_ENV",
+    "new_key",
+    "write_key_file",
+    "load_key",
+    "encrypt",
+    "decrypt",
+    "sign",
+    "verify",
+    "Ed25519PrivateKey",
+    "Ed25519PublicKey",
+    "sha256_hex",
+]
 
 KEY_ENV = "COURSE_MODEL_KEY"  # the environment variable load_key() reads
 NONCE_BYTES = 12  # 96 bits, what GCM is designed for
@@ -96,8 +107,9 @@ def sign(message: bytes, signing_key: bytes | Ed25519PrivateKey) -> tuple[str, b
     raise TypeError("signing_key must be an Ed25519PrivateKey or a secret of at least 16 bytes")
 
 
-def verify(message: bytes, algorithm: str, signature: bytes,
-           verify_key: bytes | Ed25519PublicKey) -> None:  # fmt: skip
+def verify(
+    message: bytes, algorithm: str, signature: bytes, verify_key: bytes | Ed25519PublicKey
+) -> None:
     """Raise IntegrityError unless ``signature`` is ``algorithm``'s signature of ``message``."""
     if isinstance(verify_key, Ed25519PrivateKey):
         verify_key = verify_key.public_key()

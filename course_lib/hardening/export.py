@@ -20,8 +20,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["export_program", "export_onnx", "onnx_session", "compare_runtimes", "quantize_int8",
-           "serialized_size", "median_ms"]  # fmt: skip
+__all__ = [
+    "export_program",
+    "export_onnx",
+    "onnx_session",
+    "compare_runtimes",
+    "quantize_int8",
+    "serialized_size",
+    "median_ms",
+]
 
 
 def _batch_of_two(example: torch.Tensor) -> torch.Tensor:
@@ -43,8 +50,13 @@ def export_program(model: nn.Module, example: torch.Tensor) -> torch.export.Expo
 def export_onnx(model: nn.Module, example: torch.Tensor, path: str | os.PathLike) -> Path:
     """Write ``model`` as ONNX (opset chosen by torch), any batch size; return the path."""
     with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates every step
-        program = torch.onnx.export(model.eval(), (_batch_of_two(example),), dynamo=True,
-                                    dynamic_shapes=_dynamic_batch(), input_names=["x"])  # fmt: skip
+        program = torch.onnx.export(
+            model.eval(),
+            (_batch_of_two(example),),
+            dynamo=True,
+            dynamic_shapes=_dynamic_batch(),
+            input_names=["x"],
+        )
         program.save(str(path))
     return Path(path)
 
@@ -70,8 +82,13 @@ def median_ms(run, repeats: int = 30) -> float:
 
 
 @torch.no_grad()
-def compare_runtimes(model: nn.Module, session, inputs: torch.Tensor,
-                     batch_sizes: Sequence[int] = (1, 32), repeats: int = 30) -> list[dict]:  # fmt: skip
+def compare_runtimes(
+    model: nn.Module,
+    session,
+    inputs: torch.Tensor,
+    batch_sizes: Sequence[int] = (1, 32),
+    repeats: int = 30,
+) -> list[dict]:
     """Per batch size: the largest difference between torch's and onnxruntime's outputs, and
     the median milliseconds of each (same process, interleaved). torch runs on one thread
     here, like the sessions of :func:`onnx_session`."""
@@ -109,8 +126,9 @@ def quantize_int8(model: nn.Module) -> nn.Module:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the deprecation notice, printed on every call
-        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear},
-                                                      dtype=torch.qint8)  # fmt: skip
+        return torch.ao.quantization.quantize_dynamic(
+            copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8
+        )
 
 
 def serialized_size(model: nn.Module) -> int:

@@ -23,9 +23,14 @@ def flagged_rates(scores: dict[str, torch.Tensor], threshold: float) -> dict[str
     return {name: (values < threshold).double().mean().item() for name, values in scores.items()}
 
 
-def threshold_figure(val_scores: torch.Tensor, test_scores: torch.Tensor,
-                     ood_scores: dict[str, torch.Tensor], *, false_positive_rate: float = 0.05,
-                     score_name: str = "max softmax probability") -> Figure:  # fmt: skip
+def threshold_figure(
+    val_scores: torch.Tensor,
+    test_scores: torch.Tensor,
+    ood_scores: dict[str, torch.Tensor],
+    *,
+    false_positive_rate: float = 0.05,
+    score_name: str = "max softmax probability",
+) -> Figure:
     """Histograms of OOD scores: test inputs like the training data against each OOD set.
 
     The threshold is calibrated on ``val_scores`` (validation inputs) so that
@@ -38,14 +43,27 @@ def threshold_figure(val_scores: torch.Tensor, test_scores: torch.Tensor,
     bins = torch.linspace(everything.min().item(), everything.max().item(), 41).tolist()
     figure = Figure(figsize=(7, 3.6), layout="constrained")
     axes = figure.subplots()
-    axes.hist(test_scores.tolist(), bins=bins, alpha=0.6, color="#1b9e77",
-              label=f"test digits: {rates['test']:.0%} wrongly flagged")  # fmt: skip
+    axes.hist(
+        test_scores.tolist(),
+        bins=bins,
+        alpha=0.6,
+        color="#1b9e77",
+        label=f"test digits: {rates['test']:.0%} wrongly flagged",
+    )
     for color, (name, values) in zip(_OOD_COLORS, ood_scores.items(), strict=False):
-        axes.hist(values.tolist(), bins=bins, alpha=0.5, color=color,
-                  label=f"{name}: {rates[name]:.0%} caught")  # fmt: skip
+        axes.hist(
+            values.tolist(),
+            bins=bins,
+            alpha=0.5,
+            color=color,
+            label=f"{name}: {rates[name]:.0%} caught",
+        )
     axes.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3g}")
-    axes.set_title(f"Below the threshold: flagged as out of distribution "
-                   f"(calibrated for {false_positive_rate:.0%} of validation digits)", fontsize=10)  # fmt: skip
+    axes.set_title(
+        f"Below the threshold: flagged as out of distribution "
+        f"(calibrated for {false_positive_rate:.0%} of validation digits)",
+        fontsize=10,
+    )
     axes.set_xlabel(score_name + " (higher: more like the training data)")
     axes.set_yscale("log")  # the digits pile up near the top score; a log scale shows the tails
     axes.set_ylabel("inputs (log scale)")
@@ -64,16 +82,22 @@ def threshold_controls():
             options=[("max softmax probability", "msp"), ("energy", "energy")],
             value="msp",
             description="score",
-        ),  # fmt: skip
+        ),
         false_positive_rate=widgets.FloatSlider(
             value=0.05, min=0.01, max=0.3, step=0.01, description="false pos.", readout_format=".0%"
-        ),  # fmt: skip
+        ),
     )
 
 
-def attack_figure(epsilons: Sequence[float], accuracies: dict[str, Sequence[float]],
-                  original: torch.Tensor, attacked: torch.Tensor, *, epsilon: float,
-                  labels: tuple[int, int]) -> Figure:  # fmt: skip
+def attack_figure(
+    epsilons: Sequence[float],
+    accuracies: dict[str, Sequence[float]],
+    original: torch.Tensor,
+    attacked: torch.Tensor,
+    *,
+    epsilon: float,
+    labels: tuple[int, int],
+) -> Figure:
     """Accuracy against epsilon for each attack, next to one image before and after an attack.
 
     ``original`` and ``attacked`` are (1, H, W) images; ``labels`` the model's answers for

@@ -21,8 +21,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["InvalidInput", "InputGuard", "max_softmax_score", "energy_score", "calibrate_threshold",
-           "auroc", "fgsm", "pgd", "accuracy_under_attack", "Prediction", "GuardedPredictor"]  # fmt: skip
+from course_lib.models import evaluation_mode
+
+__all__ = [
+    "InvalidInput",
+    "InputGuard",
+    "max_softmax_score",
+    "energy_score",
+    "calibrate_threshold",
+    "auroc",
+    "fgsm",
+    "pgd",
+    "accuracy_under_attack",
+    "Prediction",
+    "GuardedPredictor",
+]
 
 
 class InvalidInput(ValueError):
@@ -115,8 +128,14 @@ def auroc(scores_in: torch.Tensor, scores_out: torch.Tensor) -> float:
     return (higher + ties / 2).item()
 
 
-def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float,
-         low: float = 0.0, high: float = 1.0) -> torch.Tensor:  # fmt: skip
+def fgsm(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epsilon: float,
+    low: float = 0.0,
+    high: float = 1.0,
+) -> torch.Tensor:
     """Fast gradient sign method: ``x + epsilon * sign(d loss / d x)``, clipped to [low, high]."""
     x = x.clone().requires_grad_(True)
     loss = F.cross_entropy(model(x), y)
@@ -124,9 +143,18 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float,
     return (x + epsilon * gradient.sign()).clamp(low, high).detach()
 
 
-def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, *, steps: int = 10,
-        step_size: float | None = None, low: float = 0.0, high: float = 1.0,
-        seed: int = 0) -> torch.Tensor:  # fmt: skip
+def pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epsilon: float,
+    *,
+    steps: int = 10,
+    step_size: float | None = None,
+    low: float = 0.0,
+    high: float = 1.0,
+    seed: int = 0,
+) -> torch.Tensor:
     """Projected gradient descent: FGSM steps of ``step_size`` from a random start in the
     epsilon-ball, each projected back into it (``|x_adv - x| <= epsilon`` everywhere)."""
     step_size = step_size if step_size is not None else 2.5 * epsilon / steps
@@ -139,17 +167,20 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, *, s
     return adversarial
 
 
-def accuracy_under_attack(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-                          epsilons: Sequence[float], attack=fgsm) -> list[float]:  # fmt: skip
+def accuracy_under_attack(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    epsilons: Sequence[float],
+    attack=fgsm,
+) -> list[float]:
     """Accuracy on ``attack(model, inputs, targets, epsilon)`` for each epsilon (model in eval mode)."""
-    was_training = model.training
-    model.eval()
     accuracies = []
-    for epsilon in epsilons:
-        attacked = attack(model, inputs, targets, epsilon) if epsilon > 0 else inputs
-        with torch.no_grad():
-            accuracies.append((model(attacked).argmax(1) == targets).float().mean().item())
-    model.train(was_training)
+    with evaluation_mode(model):
+        for epsilon in epsilons:
+            attacked = attack(model, inputs, targets, epsilon) if epsilon > 0 else inputs
+            with torch.no_grad():
+                accuracies.append((model(attacked).argmax(1) == targets).float().mean().item())
     return accuracies
 
 
@@ -191,9 +222,15 @@ class GuardedPredictor:
             if problem:
                 predictions.append(Prediction(None, 0.0, True, f"invalid input: {problem}"))
             elif scores[i] < self.threshold:
-                predictions.append(Prediction(None, confidence[i].item(), True,
-                                              f"unlike the training data: {self.score} score {scores[i]:.3g} "
-                                              f"< threshold {self.threshold:.3g}"))  # fmt: skip
+                predictions.append(
+                    Prediction(
+                        None,
+                        confidence[i].item(),
+                        True,
+                        f"unlike the training data: {self.score} score {scores[i]:.3g} "
+                        f"< threshold {self.threshold:.3g}",
+                    )
+                )
             else:
                 predictions.append(Prediction(int(logits[i].argmax()), confidence[i].item()))
         return predictions

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from course_lib.files import write_durably
 from course_lib.hardening.crypto import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
@@ -49,9 +50,14 @@ def _associated_data(metadata: dict) -> bytes:
     return f"{metadata.get('name', 'model')}@{metadata.get('version', '0')}".encode()
 
 
-def save_secure(state_dict: dict[str, torch.Tensor], path: str | os.PathLike, *, key: bytes | None = None,
-                signing_key: bytes | Ed25519PrivateKey | None = None,
-                metadata: dict | None = None) -> Path:  # fmt: skip
+def save_secure(
+    state_dict: dict[str, torch.Tensor],
+    path: str | os.PathLike,
+    *,
+    key: bytes | None = None,
+    signing_key: bytes | Ed25519PrivateKey | None = None,
+    metadata: dict | None = None,
+) -> Path:
     """Save ``state_dict`` as a folder at ``path``: safetensors, encrypted if ``key``, signed if ``signing_key``.
 
     ``metadata`` (JSON values) is stored in the manifest; its "name" and "version" are bound to
@@ -84,10 +90,7 @@ def _write_folder_atomically(path: Path, files: dict[str, bytes]) -> Path:
     staging = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     staging.mkdir(parents=True)
     for name, content in files.items():
-        with open(staging / name, "wb") as file:
-            file.write(content)
-            file.flush()
-            os.fsync(file.fileno())  # on disk before the rename makes it visible
+        write_durably(staging / name, content)  # on disk before the rename makes it visible
     if path.exists():  # keep the old folder until the new one is in place
         retired = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
         os.rename(path, retired)
@@ -98,8 +101,12 @@ def _write_folder_atomically(path: Path, files: dict[str, bytes]) -> Path:
     return path
 
 
-def load_secure(path: str | os.PathLike, *, key: bytes | None = None,
-                verify_key: bytes | Ed25519PublicKey | None = None) -> tuple[dict[str, torch.Tensor], dict]:  # fmt: skip
+def load_secure(
+    path: str | os.PathLike,
+    *,
+    key: bytes | None = None,
+    verify_key: bytes | Ed25519PublicKey | None = None,
+) -> tuple[dict[str, torch.Tensor], dict]:
     """``(state_dict, metadata)`` of a folder written by save_secure, after checking all of it.
 
     Raises:
@@ -148,9 +155,8 @@ def _check_signature(path: Path, raw: bytes, verify_key) -> None:
         signature = bytes.fromhex(hex_signature)
     except ValueError:
         raise IntegrityError(f"{SIGNATURE} is malformed") from None
-    if (
-        text != f"{algorithm} {signature.hex()}\n".encode()
-    ):  # one spelling only: no altered copy passes
+    # one spelling only: no altered copy passes
+    if text != f"{algorithm} {signature.hex()}\n".encode():
         raise IntegrityError(f"{SIGNATURE} is malformed")
     verify(raw, algorithm, signature, verify_key)
 

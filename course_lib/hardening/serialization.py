@@ -30,8 +30,11 @@ class IntegrityError(ValueError):
     """A model file was refused: changed, damaged, wrongly keyed, or not what it claims to be."""
 
 
-def save_weights(state_dict: dict[str, torch.Tensor], path: str | os.PathLike,
-                 metadata: dict[str, str] | None = None) -> None:  # fmt: skip
+def save_weights(
+    state_dict: dict[str, torch.Tensor],
+    path: str | os.PathLike,
+    metadata: dict[str, str] | None = None,
+) -> None:
     """Write tensors as safetensors (no code inside, loads without unpickling)."""
     from safetensors.torch import save_file
 

@@ -40,18 +40,32 @@ class Adam(ScratchOptimizer):
     """
 
     def __init__(
-        self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False,
-        *, maximize=False, decoupled_weight_decay=False, **torch_only_flags,
-    ):  # fmt: skip
+        self,
+        params,
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=0,
+        amsgrad=False,
+        *,
+        maximize=False,
+        decoupled_weight_decay=False,
+        **torch_only_flags,
+    ):
         check_lr(lr)
         check_betas(betas)
         check_non_negative("eps", eps)
         check_non_negative("weight_decay", weight_decay)
         accept_torch_only_flags(torch_only_flags)
         defaults = dict(
-            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-            maximize=maximize, decoupled_weight_decay=decoupled_weight_decay,
-        )  # fmt: skip
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            decoupled_weight_decay=decoupled_weight_decay,
+        )
         super().__init__(params, defaults)
 
     def _update(self, param: torch.Tensor, grad: torch.Tensor, group: dict, state: dict) -> None:
@@ -100,13 +114,28 @@ class AdamW(Adam):
     """
 
     def __init__(
-        self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
-        *, maximize=False, **torch_only_flags,
-    ):  # fmt: skip
+        self,
+        params,
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=1e-2,
+        amsgrad=False,
+        *,
+        maximize=False,
+        **torch_only_flags,
+    ):
         super().__init__(
-            params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-            maximize=maximize, decoupled_weight_decay=True, **torch_only_flags,
-        )  # fmt: skip
+            params,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            decoupled_weight_decay=True,
+            **torch_only_flags,
+        )
 
 
 class Adamax(ScratchOptimizer):
@@ -122,9 +151,16 @@ class Adamax(ScratchOptimizer):
     """
 
     def __init__(
-        self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, *, maximize=False,
+        self,
+        params,
+        lr=2e-3,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=0,
+        *,
+        maximize=False,
         **torch_only_flags,
-    ):  # fmt: skip
+    ):
         check_lr(lr)
         check_betas(betas)
         check_non_negative("eps", eps)
@@ -168,10 +204,18 @@ class NAdam(ScratchOptimizer):
     """
 
     def __init__(
-        self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
-        momentum_decay=4e-3, decoupled_weight_decay=False, *, maximize=False,
+        self,
+        params,
+        lr=2e-3,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=0,
+        momentum_decay=4e-3,
+        decoupled_weight_decay=False,
+        *,
+        maximize=False,
         **torch_only_flags,
-    ):  # fmt: skip
+    ):
         check_lr(lr)
         check_betas(betas)
         check_non_negative("eps", eps)
@@ -179,9 +223,14 @@ class NAdam(ScratchOptimizer):
         check_non_negative("momentum_decay", momentum_decay)
         accept_torch_only_flags(torch_only_flags)
         defaults = dict(
-            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize,
-            momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
-        )  # fmt: skip
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            maximize=maximize,
+            momentum_decay=momentum_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+        )
         super().__init__(params, defaults)
 
     def _update(self, param: torch.Tensor, grad: torch.Tensor, group: dict, state: dict) -> None:

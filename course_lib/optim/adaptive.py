@@ -28,9 +28,17 @@ class Adagrad(ScratchOptimizer):
     """
 
     def __init__(
-        self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0,
-        eps=1e-10, *, maximize=False, **torch_only_flags,
-    ):  # fmt: skip
+        self,
+        params,
+        lr=1e-2,
+        lr_decay=0,
+        weight_decay=0,
+        initial_accumulator_value=0,
+        eps=1e-10,
+        *,
+        maximize=False,
+        **torch_only_flags,
+    ):
         check_lr(lr)
         check_non_negative("lr_decay", lr_decay)
         check_non_negative("weight_decay", weight_decay)
@@ -38,9 +46,13 @@ class Adagrad(ScratchOptimizer):
         check_non_negative("eps", eps)
         accept_torch_only_flags(torch_only_flags)
         defaults = dict(
-            lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps, maximize=maximize,
+            lr=lr,
+            lr_decay=lr_decay,
+            weight_decay=weight_decay,
+            eps=eps,
+            maximize=maximize,
             initial_accumulator_value=initial_accumulator_value,
-        )  # fmt: skip
+        )
         super().__init__(params, defaults)
 
     def _update(self, param: torch.Tensor, grad: torch.Tensor, group: dict, state: dict) -> None:
@@ -74,9 +86,18 @@ class RMSprop(ScratchOptimizer):
     """
 
     def __init__(
-        self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
-        centered=False, *, maximize=False, **torch_only_flags,
-    ):  # fmt: skip
+        self,
+        params,
+        lr=1e-2,
+        alpha=0.99,
+        eps=1e-8,
+        weight_decay=0,
+        momentum=0,
+        centered=False,
+        *,
+        maximize=False,
+        **torch_only_flags,
+    ):
         check_lr(lr)
         check_unit_interval("alpha", alpha)
         check_unit_interval("momentum", momentum)
@@ -84,9 +105,14 @@ class RMSprop(ScratchOptimizer):
         check_non_negative("weight_decay", weight_decay)
         accept_torch_only_flags(torch_only_flags)
         defaults = dict(
-            lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
-            centered=centered, maximize=maximize,
-        )  # fmt: skip
+            lr=lr,
+            alpha=alpha,
+            eps=eps,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            centered=centered,
+            maximize=maximize,
+        )
         super().__init__(params, defaults)
 
     def _update(self, param: torch.Tensor, grad: torch.Tensor, group: dict, state: dict) -> None:
@@ -132,9 +158,16 @@ class Adadelta(ScratchOptimizer):
     """
 
     def __init__(
-        self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, *, maximize=False,
+        self,
+        params,
+        lr=1.0,
+        rho=0.9,
+        eps=1e-6,
+        weight_decay=0,
+        *,
+        maximize=False,
         **torch_only_flags,
-    ):  # fmt: skip
+    ):
         check_lr(lr)
         check_unit_interval("rho", rho)
         check_non_negative("eps", eps)

@@ -66,10 +66,16 @@ class ConjugateGradient(Optimizer):
         if not 0 < c1 < c2 < 1:
             raise ValueError(f"Invalid c1, c2: c1={c1}, c2={c2} (need 0 < c1 < c2 < 1)")
         defaults = dict(
-            lr=lr, variant=variant, max_iter=max_iter, tolerance_grad=tolerance_grad,
-            tolerance_change=tolerance_change, line_search=line_search, c1=c1, c2=c2,
+            lr=lr,
+            variant=variant,
+            max_iter=max_iter,
+            tolerance_grad=tolerance_grad,
+            tolerance_change=tolerance_change,
+            line_search=line_search,
+            c1=c1,
+            c2=c2,
             max_evaluations_per_search=max_evaluations_per_search,
-        )  # fmt: skip
+        )
         super().__init__(params, defaults)
         if len(self.param_groups) != 1:
             raise ValueError("ConjugateGradient supports one parameter group only (like LBFGS)")

@@ -30,9 +30,17 @@ class SGD(ScratchOptimizer):
     """
 
     def __init__(
-        self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False,
-        *, maximize=False, **torch_only_flags,
-    ):  # fmt: skip
+        self,
+        params,
+        lr=1e-3,
+        momentum=0,
+        dampening=0,
+        weight_decay=0,
+        nesterov=False,
+        *,
+        maximize=False,
+        **torch_only_flags,
+    ):
         check_lr(lr)
         check_unit_interval("momentum", momentum)
         check_non_negative("weight_decay", weight_decay)
@@ -40,9 +48,13 @@ class SGD(ScratchOptimizer):
             raise ValueError("nesterov=True requires momentum > 0 and dampening=0")
         accept_torch_only_flags(torch_only_flags)
         defaults = dict(
-            lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-            nesterov=nesterov, maximize=maximize,
-        )  # fmt: skip
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
+        )
         super().__init__(params, defaults)
 
     def _update(self, param: torch.Tensor, grad: torch.Tensor, group: dict, state: dict) -> None:

@@ -24,8 +24,16 @@ from pathlib import Path
 import nbformat
 
 CHROMIUM = Path(os.environ.get("COURSE_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SETTINGS = {
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
         "fetchNews": "false",
@@ -88,9 +96,17 @@ def start_lab(root: Path, config_dir: Path, timeout: float = 90) -> Lab:
         "JUPYTERLAB_SETTINGS_DIR": str(config_dir / "lab" / "user-settings"),
         "PYDEVD_DISABLE_FILE_VALIDATION": "1",
     }
-    command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-               f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-               f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+    ]
     if os.geteuid() == 0:
         command.append("--allow-root")  # CI containers run as root
     log = config_dir / "jupyterlab.log"
@@ -303,8 +319,15 @@ def move_a_slider(page, timeout_s: float = 90) -> bool | None:
     return None
 
 
-def run_notebook(page, lab: Lab, name: str, screenshot: Path, *, expected: tuple[int, int],
-                 timeout_s: float = 300) -> RunReport:  # fmt: skip
+def run_notebook(
+    page,
+    lab: Lab,
+    name: str,
+    screenshot: Path,
+    *,
+    expected: tuple[int, int],
+    timeout_s: float = 300,
+) -> RunReport:
     """Open, Run All, save, and check what a learner would see; screenshot at the slider (or the end)."""
     report = RunReport()
     open_notebook(page, lab, name)
@@ -323,13 +346,17 @@ def run_notebook(page, lab: Lab, name: str, screenshot: Path, *, expected: tuple
             f"a widget did not render ({broken} error views): {_widget_error(panel)!r}"
         )
     if report.widgets < saved_widgets or saved_widgets != expected[0]:
-        report.problems.append(f"widget views rendered: {report.widgets}, in the saved notebook: "
-                               f"{saved_widgets}, in the stored one: {expected[0]}")  # fmt: skip
+        report.problems.append(
+            f"widget views rendered: {report.widgets}, in the saved notebook: "
+            f"{saved_widgets}, in the stored one: {expected[0]}"
+        )
     # a plot drawn into an Output widget is nested in the widget in JupyterLab, but a top-level
     # output when nbclient (no front end) stored the notebook: compare totals with the stored one
     if top_level_images != saved_images or report.images < expected[1]:
-        report.problems.append(f"plots shown: {report.images} ({top_level_images} outside widgets), in the "
-                               f"saved notebook: {saved_images}, in the stored one: {expected[1]}")  # fmt: skip
+        report.problems.append(
+            f"plots shown: {report.images} ({top_level_images} outside widgets), in the "
+            f"saved notebook: {saved_images}, in the stored one: {expected[1]}"
+        )
     undecoded = _undecoded_images(page)
     if undecoded:
         report.problems.append(f"{undecoded} images are broken (not decoded)")

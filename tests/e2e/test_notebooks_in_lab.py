@@ -38,8 +38,10 @@ BROKEN = "zz_broken_widget.ipynb"
 def _require_chromium() -> None:
     if CHROMIUM.is_file():
         return
-    message = (f"e2e tests need Chromium at {CHROMIUM} (Debian: apt-get install chromium); "
-               "they were NOT run")  # fmt: skip
+    message = (
+        f"e2e tests need Chromium at {CHROMIUM} (Debian: apt-get install chromium); "
+        "they were NOT run"
+    )
     if os.environ.get("COURSE_E2E") == "required":
         pytest.fail(message + " and COURSE_E2E=required", pytrace=False)
     pytest.skip(message)
@@ -55,9 +57,16 @@ def _broken_widget_notebook() -> nbformat.NotebookNode:
         '    _view_name = Unicode("MissingView").tag(sync=True)\n\n\n'
         "Missing()"
     )
-    return nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)],
-                                    metadata={"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)",
-                                                             "language": "python"}})  # fmt: skip
+    return nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(source)],
+        metadata={
+            "kernelspec": {
+                "name": "python3",
+                "display_name": "Python 3 (ipykernel)",
+                "language": "python",
+            }
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -80,9 +89,12 @@ def browser(lab):
     profile = tempfile.mkdtemp(prefix="course-e2e-chromium-")
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS,
+            profile,
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_FLAGS,
             viewport={"width": 1400, "height": 1000},
-        )  # fmt: skip
+        )
         yield context
         context.close()
     shutil.rmtree(profile, ignore_errors=True)
@@ -99,10 +111,13 @@ def page(browser, lab):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
 def test_the_notebook_runs_in_jupyterlab_with_its_widgets_and_plots(page, lab, path):
-    report = run_notebook(page, lab, path.name, ARTIFACTS / f"{path.stem}.png",
-                          expected=expected_outputs(path))  # fmt: skip
-    print(f"{path.name}: Run All {report.seconds:.1f} s, {report.widgets} widget views, "
-          f"{report.images} plots, slider moved: {report.slider_moved}")  # fmt: skip
+    report = run_notebook(
+        page, lab, path.name, ARTIFACTS / f"{path.stem}.png", expected=expected_outputs(path)
+    )
+    print(
+        f"{path.name}: Run All {report.seconds:.1f} s, {report.widgets} widget views, "
+        f"{report.images} plots, slider moved: {report.slider_moved}"
+    )
     assert not report.problems, f"{path.name} in JupyterLab:\n- " + "\n- ".join(report.problems)
 
 

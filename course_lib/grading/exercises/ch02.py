@@ -33,7 +33,7 @@ def _momentum_step_case(params: dict) -> Case:
                 lambda w, g, v, lr, b: (w - lr * (b * v + g), v),
                 "the returned velocity is the old one: return the updated velocity",
             ),
-        ],  # fmt: skip
+        ],
         shape_hint="return a pair (new_w, new_velocity)",
     )
     return Case(f"shape {tuple(shape)}, lr = {lr}, beta = {beta}", check)
@@ -83,7 +83,7 @@ def _adam_step_case(params: dict) -> Case:
                 ),
                 "off by one in t: the first step uses t = 1 in 1 - beta**t",
             ),
-        ],  # fmt: skip
+        ],
         shape_hint="return a triple (new_w, new_m, new_v)",
     )
     return Case(f"step t = {t}, shape {tuple(shape)}, lr = {lr}", check)

@@ -11,7 +11,7 @@
 * ``machine``: a fingerprint of the numerics the outputs were computed with (CPU flags, the
   vector code path torch picked, library versions and the variables that steer them). The
   nbval plugin compares outputs exactly on a machine with the same fingerprint, and with a
-  tolerance everywhere else (see ``course_lib.output_comparison``).
+  tolerance everywhere else (see ``course_lib.tools.output_comparison``).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ _SHORT = 16  # hex digits kept per digest: 64 bits, ample for telling versions a
 
 def repository_root() -> Path:
     """The folder that holds ``course_lib/`` and ``requirements.lock``."""
-    return Path(__file__).resolve().parents[1]
+    return Path(__file__).resolve().parents[2]
 
 
 # --- provenance ----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import ipywidgets as widgets
 import torch
 from matplotlib.figure import Figure
 from torch import nn
@@ -27,9 +28,18 @@ from course_lib.augment import BatchAugmentation
 from course_lib.data import Split
 from course_lib.models import mlp
 from course_lib.train import EarlyStopping, History, LearningRateSchedule, evaluate, fit
+from course_lib.widgets import Controls
 
-__all__ = ["Recipe", "technique_recipes", "train_with", "compare_recipes", "RecipeResult",
-           "results_table", "results_figure"]  # fmt: skip
+__all__ = [
+    "Recipe",
+    "technique_recipes",
+    "train_with",
+    "compare_recipes",
+    "RecipeResult",
+    "results_table",
+    "results_figure",
+    "augmentation_controls",
+]
 
 
 @dataclass(frozen=True)
@@ -43,8 +53,9 @@ class Recipe:
     cosine_schedule: bool = False
 
 
-def technique_recipes(*, augment: BatchAugmentation, dropout: float, weight_decay: float,
-                             early_stopping_patience: int) -> dict[str, Recipe]:  # fmt: skip
+def technique_recipes(
+    *, augment: BatchAugmentation, dropout: float, weight_decay: float, early_stopping_patience: int
+) -> dict[str, Recipe]:
     """Plain training, each technique alone, and all of them combined, by name."""
     return {
         "nothing": Recipe(),
@@ -57,9 +68,17 @@ def technique_recipes(*, augment: BatchAugmentation, dropout: float, weight_deca
     }
 
 
-def train_with(recipe: Recipe, train: Split, val: Split, *, hidden: Sequence[int] = (256, 256),
-               epochs: int = 100, lr: float = 1e-3, batch_size: int = 32,
-               seed: int = 0) -> tuple[nn.Module, History]:  # fmt: skip
+def train_with(
+    recipe: Recipe,
+    train: Split,
+    val: Split,
+    *,
+    hidden: Sequence[int] = (256, 256),
+    epochs: int = 100,
+    lr: float = 1e-3,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> tuple[nn.Module, History]:
     """Train an MLP on ``train`` (images or vectors) with ``recipe``; return the model and its History.
 
     The model, the batch order and the augmentations all follow ``seed``. Early stopping
@@ -79,9 +98,19 @@ def train_with(recipe: Recipe, train: Split, val: Split, *, hidden: Sequence[int
                 torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
             )
         )
-    history = fit(model, train, val, optimizer=optimizer,
-                  loss_fn=nn.CrossEntropyLoss(), epochs=epochs, batch_size=batch_size, callbacks=callbacks,
-                  seed=seed, progress=False, augment=recipe.augment)  # fmt: skip
+    history = fit(
+        model,
+        train,
+        val,
+        optimizer=optimizer,
+        loss_fn=nn.CrossEntropyLoss(),
+        epochs=epochs,
+        batch_size=batch_size,
+        callbacks=callbacks,
+        seed=seed,
+        progress=False,
+        augment=recipe.augment,
+    )
     return model, history
 
 
@@ -97,9 +126,16 @@ class RecipeResult:
         return statistics.fmean(self.test_accuracy)
 
 
-def compare_recipes(recipes: dict[str, Recipe], train: Split, val: Split, test: Split, *,
-                    seeds: Sequence[int] = (0, 1, 2), progress: bool = True,
-                    **training) -> dict[str, RecipeResult]:  # fmt: skip
+def compare_recipes(
+    recipes: dict[str, Recipe],
+    train: Split,
+    val: Split,
+    test: Split,
+    *,
+    seeds: Sequence[int] = (0, 1, 2),
+    progress: bool = True,
+    **training,
+) -> dict[str, RecipeResult]:
     """Train every recipe once per seed (``training`` goes to :func:`train_with`); measure test accuracy."""
     if not recipes or not seeds:
         raise ValueError("give at least one recipe and one seed")
@@ -149,3 +185,28 @@ def results_figure(results: dict[str, RecipeResult], title: str = "") -> Figure:
     if title:
         axes.set_title(title)
     return figure
+
+
+def augmentation_controls() -> Controls:
+    """Sliders and a checkbox for ``course_lib.augment.augmentation``: the explorer of chapter 4."""
+    style, layout = {"description_width": "110px"}, widgets.Layout(width="420px")
+    return Controls(
+        shear_intensity=widgets.FloatSlider(
+            value=0.2,
+            min=0,
+            max=0.8,
+            step=0.05,
+            description="shear (rad)",
+            style=style,
+            layout=layout,
+        ),
+        zoom_amount=widgets.FloatSlider(
+            value=0.2, min=0, max=0.6, step=0.05, description="zoom ±", style=style, layout=layout
+        ),
+        rotation_degrees=widgets.FloatSlider(
+            value=0, min=0, max=45, step=5, description="rotation (°)", style=style, layout=layout
+        ),
+        flip=widgets.Checkbox(
+            value=True, description="horizontal flip", style=style, layout=layout
+        ),
+    )

@@ -157,15 +157,22 @@ def _fit_run(model, train, epochs: int, batch_size: int, **options) -> None:
     from course_lib.train import fit
 
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    with contextlib.redirect_stderr(
-        io.StringIO()
-    ):  # the bar still draws, into a buffer, not the terminal
-        fit(model, train, optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(), epochs=epochs,
-            batch_size=batch_size, **options)  # fmt: skip
+    # the bar still draws, into a buffer, not the terminal
+    with contextlib.redirect_stderr(io.StringIO()):
+        fit(
+            model,
+            train,
+            optimizer=optimizer,
+            loss_fn=nn.CrossEntropyLoss(),
+            epochs=epochs,
+            batch_size=batch_size,
+            **options,
+        )
 
 
-def bench_fit(*, rounds: int = 11, epochs: int = 20, batch_size: int = 64,
-              hidden: tuple[int, ...] = (128,)) -> list[FitOverhead]:  # fmt: skip
+def bench_fit(
+    *, rounds: int = 11, epochs: int = 20, batch_size: int = 64, hidden: tuple[int, ...] = (128,)
+) -> list[FitOverhead]:
     """Milliseconds per run of fit() (three settings) and of the hand loop, interleaved by round.
 
     The model is a digits MLP, 64 -> ``hidden`` -> 10.
@@ -178,8 +185,10 @@ def bench_fit(*, rounds: int = 11, epochs: int = 20, batch_size: int = 64,
         "fit, no progress bar": {"progress": False},
         "fit, no progress bar, no accuracy": {"progress": False, "accuracy": False},
     }
-    runs = {name: (lambda m, options=options: _fit_run(m, train, epochs, batch_size, **options))
-            for name, options in variants.items()}  # fmt: skip
+    runs = {
+        name: (lambda m, options=options: _fit_run(m, train, epochs, batch_size, **options))
+        for name, options in variants.items()
+    }
     runs["loop"] = lambda m: _hand_loop(m, train, epochs, batch_size)
     samples: dict[str, list[float]] = {name: [] for name in runs}
     names = list(runs)
@@ -201,6 +210,9 @@ def bench_fit(*, rounds: int = 11, epochs: int = 20, batch_size: int = 64,
 def format_fit_table(rows: list[FitOverhead]) -> str:
     lines = [f"{'variant':<42}{'fit ms':>9}{'loop ms':>9}{'fit / loop':>12}"]
     lines += [f"{r.variant:<42}{r.fit_ms:>9.1f}{r.loop_ms:>9.1f}{r.ratio:>11.3f}x" for r in rows]
-    lines.append(f"the loop takes {rows[0].loop_ms / rows[0].steps:.2f} ms a step; fit's bookkeeping adds "
-                 + ", ".join(f"{1e3 * (r.fit_ms - r.loop_ms) / r.steps:.0f}" for r in rows) + " µs a step")  # fmt: skip
+    lines.append(
+        f"the loop takes {rows[0].loop_ms / rows[0].steps:.2f} ms a step; fit's bookkeeping adds "
+        + ", ".join(f"{1e3 * (r.fit_ms - r.loop_ms) / r.steps:.0f}" for r in rows)
+        + " µs a step"
+    )
     return "\n".join(lines) + "\ntarget: fit / loop <= 1.05x"

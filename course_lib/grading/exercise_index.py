@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from course_lib.grading import ch01, ch02, ch03, ch04, ch05, ch06
+from course_lib.grading.exercises import ch01, ch02, ch03, ch04, ch05, ch06
 from course_lib.grading.spec import Exercise
 
 # notebook (file stem in solutions/ and exercises/) -> its exercises, in notebook order

@@ -39,14 +39,36 @@ from course_lib.transfer import (
     trainable_parameters,
 )
 
-__all__ = ["STRATEGIES", "TransferRun", "train_strategy", "compare_strategies", "strategy_table",
-           "learning_curve", "learning_curve_figure", "convergence_figure", "transfer_controls",
-           "transfer_figure"]  # fmt: skip
+__all__ = [
+    "STRATEGIES",
+    "TransferRun",
+    "train_strategy",
+    "compare_strategies",
+    "strategy_table",
+    "learning_curve",
+    "learning_curve_figure",
+    "convergence_figure",
+    "transfer_controls",
+    "transfer_figure",
+]
 
-STRATEGIES = ("scratch", "features (live)", "features (cached)", "layer4 + fc",
-              "all, per-block lr", "gradual unfreezing")  # fmt: skip
-PER_BLOCK_LR = {"fc": 1e-3, "layer4": 3e-4, "layer3": 1e-4, "layer2": 1e-4, "layer1": 1e-4,
-                "bn1": 1e-4, "conv1": 1e-4}  # fmt: skip
+STRATEGIES = (
+    "scratch",
+    "features (live)",
+    "features (cached)",
+    "layer4 + fc",
+    "all, per-block lr",
+    "gradual unfreezing",
+)
+PER_BLOCK_LR = {
+    "fc": 1e-3,
+    "layer4": 3e-4,
+    "layer3": 1e-4,
+    "layer2": 1e-4,
+    "layer1": 1e-4,
+    "bn1": 1e-4,
+    "conv1": 1e-4,
+}
 
 
 @dataclass
@@ -92,8 +114,9 @@ class _AccuracyEvery(Callback):
         return False
 
 
-def _model_and_groups(strategy: str, classes: int, epochs: int, lr: float | None,
-                      blocks: Sequence[str] | None):  # fmt: skip
+def _model_and_groups(
+    strategy: str, classes: int, epochs: int, lr: float | None, blocks: Sequence[str] | None
+):
     """The network, the optimizer's parameter groups and any callbacks of one strategy."""
     if strategy == "scratch":
         model = replace_head(load_backbone("small_resnet"), classes)
@@ -120,9 +143,18 @@ def _model_and_groups(strategy: str, classes: int, epochs: int, lr: float | None
     raise ValueError(f"unknown strategy {strategy!r}; choose one of {list(STRATEGIES)}")
 
 
-def train_strategy(strategy: str, train: Split, val: Split, test: Split, *, steps: int = 100,
-                   seed: int = 0, lr: float | None = None, blocks: Sequence[str] | None = None,
-                   curve_every: int | None = None) -> TransferRun:  # fmt: skip
+def train_strategy(
+    strategy: str,
+    train: Split,
+    val: Split,
+    test: Split,
+    *,
+    steps: int = 100,
+    seed: int = 0,
+    lr: float | None = None,
+    blocks: Sequence[str] | None = None,
+    curve_every: int | None = None,
+) -> TransferRun:
     """Train with one of STRATEGIES for ``steps`` optimizer steps and measure it.
 
     ``lr`` replaces the strategy's head learning rate (other blocks keep their ratio to it);
@@ -140,9 +172,17 @@ def train_strategy(strategy: str, train: Split, val: Split, test: Split, *, step
         train, val, test = (extract_features(model, split) for split in (train, val, test))
         model = model.fc
     recorder = _AccuracyEvery(val, curve_every) if curve_every else None
-    history = fit(model, train, optimizer=torch.optim.Adam(groups), loss_fn=nn.CrossEntropyLoss(),
-                  epochs=epochs, batch_size=batch_size, seed=seed, progress=False,
-                  callbacks=[*callbacks, *([recorder] if recorder else [])])  # fmt: skip
+    history = fit(
+        model,
+        train,
+        optimizer=torch.optim.Adam(groups),
+        loss_fn=nn.CrossEntropyLoss(),
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        progress=False,
+        callbacks=[*callbacks, *([recorder] if recorder else [])],
+    )
     seconds = history["seconds"]
     if recorder:  # take the time spent measuring the curve out of each epoch
         seconds = [s - e for s, e in zip(seconds, recorder.evaluation_seconds, strict=False)]
@@ -158,17 +198,26 @@ def train_strategy(strategy: str, train: Split, val: Split, test: Split, *, step
     )
 
 
-def compare_strategies(strategies: Sequence[str], splits_by_seed: dict[int, tuple[Split, Split, Split]],
-                       per_class: int, *, steps: int = 100, curve_every: int | None = None,
-                       progress: bool = True) -> dict[str, list[TransferRun]]:  # fmt: skip
+def compare_strategies(
+    strategies: Sequence[str],
+    splits_by_seed: dict[int, tuple[Split, Split, Split]],
+    per_class: int,
+    *,
+    steps: int = 100,
+    curve_every: int | None = None,
+    progress: bool = True,
+) -> dict[str, list[TransferRun]]:
     """Every strategy on ``per_class`` labelled examples per class, once per seed (same data for all)."""
     runs: dict[str, list[TransferRun]] = {s: [] for s in strategies}
     jobs = [(seed, s) for seed in splits_by_seed for s in strategies]
     for seed, strategy in tqdm(jobs, desc="training", disable=not progress, leave=False):
         train, val, test = splits_by_seed[seed]
         labelled = per_class_subset(train, per_class, seed=seed)
-        runs[strategy].append(train_strategy(strategy, labelled, val, test, steps=steps,
-                                             seed=seed, curve_every=curve_every))  # fmt: skip
+        runs[strategy].append(
+            train_strategy(
+                strategy, labelled, val, test, steps=steps, seed=seed, curve_every=curve_every
+            )
+        )
     return runs
 
 
@@ -178,22 +227,33 @@ def _mean(runs: list[TransferRun]) -> float:
 
 def strategy_table(runs: dict[str, list[TransferRun]], *, target: float) -> str:
     """Test accuracy and seconds per epoch (means over seeds), trainable parameters, epochs to ``target``."""
-    lines = [f"{'strategy':<20} {'test accuracy':>13} {'trainable':>10} {'per epoch':>10} "
-             f"{'epochs to ' + format(target, '.0%'):>13}"]  # fmt: skip
+    lines = [
+        f"{'strategy':<20} {'test accuracy':>13} {'trainable':>10} {'per epoch':>10} "
+        f"{'epochs to ' + format(target, '.0%'):>13}"
+    ]
     for name, seeds in runs.items():
         reached = [r.epochs_to(target) for r in seeds]
         epochs = "/".join("-" if e is None else str(e) for e in reached)
         milliseconds = 1000 * statistics.fmean(r.seconds_per_epoch for r in seeds)
-        lines.append(f"{name:<20} {_mean(seeds):>13.3f} {seeds[0].trainable:>10,} "
-                     f"{milliseconds:>7.2f} ms {epochs:>13}")  # fmt: skip
-    lines.append(f"epochs to {target:.0%}: first epoch in which validation accuracy reached {target:.0%}, "
-                 "per seed ('-': not within the budget); per epoch: training only, mean over seeds")  # fmt: skip
+        lines.append(
+            f"{name:<20} {_mean(seeds):>13.3f} {seeds[0].trainable:>10,} "
+            f"{milliseconds:>7.2f} ms {epochs:>13}"
+        )
+    lines.append(
+        f"epochs to {target:.0%}: first epoch in which validation accuracy reached {target:.0%}, "
+        "per seed ('-': not within the budget); per epoch: training only, mean over seeds"
+    )
     return "\n".join(lines)
 
 
-def learning_curve(strategies: Sequence[str], splits_by_seed: dict[int, tuple[Split, Split, Split]],
-                   shots: Sequence[int | None], *, steps: int = 100,
-                   progress: bool = True) -> dict[str, dict[int | None, list[float]]]:  # fmt: skip
+def learning_curve(
+    strategies: Sequence[str],
+    splits_by_seed: dict[int, tuple[Split, Split, Split]],
+    shots: Sequence[int | None],
+    *,
+    steps: int = 100,
+    progress: bool = True,
+) -> dict[str, dict[int | None, list[float]]]:
     """Test accuracy per strategy and labelled examples per class (None: the whole training split)."""
     curves: dict[str, dict[int | None, list[float]]] = {
         s: {k: [] for k in shots} for s in strategies
@@ -261,19 +321,19 @@ def transfer_controls():
             options=[(_EXPLORER_LABELS.get(s, s), s) for s in STRATEGIES if s != "features (live)"],
             value="layer4 + fc",
             description="strategy",
-        ),  # fmt: skip
+        ),
         blocks=widgets.SelectMultiple(
             options=["layer1", "layer2", "layer3", "layer4"],
             value=["layer4"],
             description="fine-tune",
             rows=4,
-        ),  # fmt: skip
+        ),
         per_class=widgets.SelectionSlider(
             options=[1, 2, 5, 10, 20, 50],
             value=5,
             description="labels/class",
             continuous_update=False,  # retrain once the slider is let go, not while dragging
-        ),  # fmt: skip
+        ),
         lr=widgets.FloatLogSlider(
             value=1e-3,
             base=10,
@@ -282,7 +342,7 @@ def transfer_controls():
             step=0.5,
             description="learning rate",
             continuous_update=False,
-        ),  # fmt: skip
+        ),
     )
 
 
@@ -292,9 +352,16 @@ _EXPLORER_LABELS = {
 }
 
 
-def transfer_figure(splits: tuple[Split, Split, Split], *, strategy: str = "layer4 + fc",
-                    blocks: Sequence[str] = ("layer4",), per_class: int = 5, lr: float = 1e-3,
-                    steps: int = 60, seed: int = 0) -> Figure:  # fmt: skip
+def transfer_figure(
+    splits: tuple[Split, Split, Split],
+    *,
+    strategy: str = "layer4 + fc",
+    blocks: Sequence[str] = ("layer4",),
+    per_class: int = 5,
+    lr: float = 1e-3,
+    steps: int = 60,
+    seed: int = 0,
+) -> Figure:
     """Train one strategy once and plot validation accuracy along the way.
 
     ``blocks`` are the backbone blocks fine-tuned with the head by the "layer4 + fc" strategy
@@ -304,8 +371,17 @@ def transfer_figure(splits: tuple[Split, Split, Split], *, strategy: str = "laye
     """
     train, val, test = splits
     labelled = per_class_subset(train, per_class, seed=seed)
-    run = train_strategy(strategy, labelled, val, test, steps=steps, seed=seed, lr=lr,
-                         blocks=list(blocks), curve_every=5)  # fmt: skip
+    run = train_strategy(
+        strategy,
+        labelled,
+        val,
+        test,
+        steps=steps,
+        seed=seed,
+        lr=lr,
+        blocks=list(blocks),
+        curve_every=5,
+    )
     figure = Figure(figsize=(6.5, 3.6), layout="constrained")
     axes = figure.subplots()
     steps_seen, accuracy = zip(*run.curve, strict=True)
@@ -314,8 +390,11 @@ def transfer_figure(splits: tuple[Split, Split, Split], *, strategy: str = "laye
     if strategy == "layer4 + fc":
         name = "fine-tune " + " + ".join([*blocks, "fc"])
     labels = "1 label" if per_class == 1 else f"{per_class} labels"
-    axes.set_title(f"{name}, {labels}/class: test accuracy {run.test_accuracy:.3f} "
-                   f"({run.trainable:,} parameters trained)", fontsize=10)  # fmt: skip
+    axes.set_title(
+        f"{name}, {labels}/class: test accuracy {run.test_accuracy:.3f} "
+        f"({run.trainable:,} parameters trained)",
+        fontsize=10,
+    )
     axes.set_xlabel("optimizer steps")
     axes.set_ylabel("validation accuracy")
     axes.set_ylim(0, 1)

@@ -13,7 +13,7 @@ top-to-bottom run in a fresh kernel, and only when that run is sound:
 Volatile metadata (per-cell timings, widget state, the Python patch version) is stripped so a
 refresh on another day or machine changes only what the code prints.
 
-Each refreshed notebook records its provenance (``course_lib.provenance``): digests of its code
+Each refreshed notebook records its provenance (``course_lib.tools.provenance``): digests of its code
 cells, of the ``course_lib`` files its kernel read, of the lock and of its outputs, and a
 fingerprint of the machine. The tests use them to catch a stale or hand-edited notebook without
 running it, and to decide whether this machine can reproduce its outputs exactly.
@@ -40,7 +40,8 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
-from course_lib import provenance
+from course_lib.files import write_atomically
+from course_lib.tools import provenance
 
 SKIP_TAG = "nbval-skip"
 RAISES_TAG = "raises-exception"
@@ -48,8 +49,8 @@ IGNORE_OUTPUT_TAG = "nbval-ignore-output"
 NOTEBOOK_BUDGET_SECONDS = 60
 _VOLATILE_CELL_METADATA = ("execution", "ExecuteTime", "collapsed", "scrolled")
 KERNEL_THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-_LIBRARY = Path(__file__).resolve().parent
-_READS_RECORDER = _LIBRARY / "_kernel_reads.py"
+_LIBRARY = Path(__file__).resolve().parents[1]  # course_lib/
+_READS_RECORDER = Path(__file__).resolve().with_name("_kernel_reads.py")
 _KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 
 
@@ -113,7 +114,7 @@ def refresh_notebook(
     notebook = nbformat.reads(nbformat.writes(notebook), as_version=4)
     provenance.record_provenance(notebook, library_files)
     provenance.record_machine(notebook, provenance.machine_fingerprint())
-    _write_atomically(notebook, path)
+    write_atomically(path, nbformat.writes(notebook) + "\n")
     return RefreshResult(path, seconds, len(_cells_to_run(notebook)))
 
 
@@ -261,17 +262,6 @@ class _NbvalFaithfulClient(NotebookClient):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.widget_registry = {}
-
-
-def _write_atomically(notebook: nbformat.NotebookNode, path: Path) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            nbformat.write(notebook, file)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _last_line(exc: BaseException) -> str:

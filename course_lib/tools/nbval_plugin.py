@@ -4,11 +4,11 @@ nbval stays the runner: it executes every notebook cell and compares its outputs
 stored ones. This plugin decides *how* they are compared, notebook by notebook:
 
 * **Exactly**, when this machine's fingerprint matches the one the refresh recorded
-  (``course_lib.provenance.machine_fingerprint``: CPU flags, torch's vector code path,
+  (``course_lib.tools.provenance.machine_fingerprint``: CPU flags, torch's vector code path,
   library builds). Text must be equal after ``nbval_sanitize.cfg``, and each PNG byte for
   byte (nbval itself skips images; this plugin compares their SHA-256).
 * **With tolerance** everywhere else, because another CPU computes other last bits and
-  training makes them visible (``course_lib.output_comparison``): the same kinds of output,
+  training makes them visible (``course_lib.tools.output_comparison``): the same kinds of output,
   text equal once numbers are compared with a tolerance, images of the same size and close
   in content. The asserts in the notebooks, which carry their claims, run either way, and
   staleness is caught exactly on every machine by ``tests/test_freshness.py``.
@@ -28,8 +28,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_lib import output_comparison, provenance
-from course_lib.notebooks import KERNEL_THREADS, find_notebooks, png_digests
+from course_lib.tools import output_comparison, provenance
+from course_lib.tools.notebooks import KERNEL_THREADS, find_notebooks, png_digests
 
 _MODE_VARIABLE = "COURSE_NBVAL_COMPARE"
 

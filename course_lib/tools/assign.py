@@ -22,7 +22,7 @@ from pathlib import Path
 
 import nbformat
 
-from course_lib.notebooks import strip_volatile_metadata
+from course_lib.tools.notebooks import strip_volatile_metadata
 
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 _MARKER = re.compile(r"^(?P<indent>\s*)# (?P<kind>BEGIN|END) SOLUTION\s*$")

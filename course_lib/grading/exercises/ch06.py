@@ -29,7 +29,7 @@ def _model(seed: int) -> nn.Module:
     torch.manual_seed(seed)
     model = unfreeze(freeze(replace_head(load_backbone("bundled"), 10)), "fc")
     fit(model.fc, extract_features(model, train), optimizer=torch.optim.Adam(model.fc.parameters(), lr=1e-2),
-        loss_fn=nn.CrossEntropyLoss(), epochs=30, batch_size=64, progress=False)  # fmt: skip
+        loss_fn=nn.CrossEntropyLoss(), epochs=30, batch_size=64, progress=False)
     return model.eval()
 
 
@@ -62,7 +62,7 @@ def _make_folder(root: Path, tamper: str, encrypted: bool) -> tuple[Path, list[s
         (folder / weights).unlink()
     elif tamper == "swap":
         other = save_secure({k: v + 1 for k, v in state.items()}, root / "other", key=key,
-                            metadata={"name": "digits", "version": 2})  # fmt: skip
+                            metadata={"name": "digits", "version": 2})
         (folder / weights).write_bytes((other / weights).read_bytes())
     expected = {"none": [], "extra": ["notes.txt"], "flip+extra": sorted(["notes.txt", weights])}
     return folder, expected.get(tamper, [weights])
@@ -87,17 +87,17 @@ def _tamper_case(params: dict) -> Case:
             got = find_tampered_files(folder)
         if not isinstance(got, list | tuple) or not all(isinstance(name, str) for name in got):
             return Verdict(False, f"a list of file names, {expected}", describe(got),
-                           "return a list of names (strings), such as ['weights.safetensors']")  # fmt: skip
+                           "return a list of names (strings), such as ['weights.safetensors']")
         got = sorted(got)
         if got == expected:
             return Verdict(True)
         if {"manifest.json", "manifest.sig"} & set(got):
             return Verdict(False, str(expected), str(got),
-                           "manifest.json and manifest.sig are not in the manifest's file list: leave them out")  # fmt: skip
+                           "manifest.json and manifest.sig are not in the manifest's file list: leave them out")
         if tamper == "none":
             return Verdict(False, "[] (nothing changed)", str(got),
                            "only files whose SHA-256 differs from the manifest's, or that are missing "
-                           "or not listed, are tampered")  # fmt: skip
+                           "or not listed, are tampered")
         return Verdict(False, str(expected), str(got), _TAMPER_HINTS[tamper])
 
     what = _TAMPERING[tamper] + (" (encrypted model)" if encrypted else "")
@@ -127,10 +127,11 @@ def _guard_inputs(kind: str):
         "a 32x32 image": (torch.rand(2, 1, 32, 32), False),
         "a batch of 65": (images[:65].clone(), False),
         "an empty batch": (images[:0].clone(), False),
+        # in range: only the dtype is wrong
         "uint8 pixels": (
             torch.zeros(4, 1, 16, 16, dtype=torch.uint8),
             False,
-        ),  # in range: only the dtype is wrong
+        ),
         "float64 pixels": (images[:4].double(), False),
         "a list": (images[:2].tolist(), False),
     }
@@ -168,10 +169,10 @@ def _guard_case(params: dict) -> Case:
             if valid:
                 return Verdict(False, "the batch, returned", f"ValueError: {error}",
                                "a single (1, 16, 16) image is valid: add the batch axis with x.unsqueeze(0)"
-                               if kind.startswith("one image") else "this input is valid: accept it")  # fmt: skip
+                               if kind.startswith("one image") else "this input is valid: accept it")
             if not str(error).strip():
                 return Verdict(False, "a ValueError that says what is wrong", "a ValueError with no message",
-                               "raise ValueError('...') with the reason, for example 'NaN in input 2'")  # fmt: skip
+                               "raise ValueError('...') with the reason, for example 'NaN in input 2'")
             return Verdict(True)
         except TypeError as error:
             if kind in _WRONG_TYPE and str(error).strip():
@@ -184,10 +185,10 @@ def _guard_case(params: dict) -> Case:
         expected = original if original.dim() == 4 else original.unsqueeze(0)
         if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
             return Verdict(False, f"a tensor of shape {tuple(expected.shape)}", describe(got),
-                           "return the batch (N, 1, 16, 16); a single image gets the batch axis: x.unsqueeze(0)")  # fmt: skip
+                           "return the batch (N, 1, 16, 16); a single image gets the batch axis: x.unsqueeze(0)")
         if not torch.equal(got, expected):
             return Verdict(False, "the same values", "changed values",
-                           "a guard checks; it does not change the input (no clamping, no rescaling)")  # fmt: skip
+                           "a guard checks; it does not change the input (no clamping, no rescaling)")
         return Verdict(True)
 
     return Case(kind + (": accepted" if _guard_inputs(kind)[1] else ": refused"), check)
@@ -209,7 +210,7 @@ def _threshold_case(params: dict) -> Case:
             threshold = float(got)
         except (TypeError, ValueError, RuntimeError):
             return Verdict(False, "a number (the threshold)", describe(got),
-                           "return a float: torch.quantile(scores, false_positive_rate).item()")  # fmt: skip
+                           "return a float: torch.quantile(scores, false_positive_rate).item()")
         with torch.no_grad():
             val_scores, test_scores = (
                 max_softmax_score(model(val.inputs)),
@@ -219,18 +220,18 @@ def _threshold_case(params: dict) -> Case:
         if threshold > 1:
             return Verdict(False, "a threshold between 0 and 1", f"{threshold:.3g}",
                            "score with the maximum softmax probability: model(x).softmax(dim=1).max(dim=1).values, "
-                           "not the raw logits")  # fmt: skip
+                           "not the raw logits")
         if abs(flagged - (1 - rate)) < 0.02 and abs(flagged - rate) > 0.02:
             return Verdict(False, f"{rate:.0%} of validation digits below the threshold", f"{flagged:.1%}",
                            "the threshold is the false_positive_rate quantile (low scores are flagged), "
-                           "not the 1 - false_positive_rate one")  # fmt: skip
+                           "not the 1 - false_positive_rate one")
         if abs(flagged - rate) > 0.01:
             return Verdict(False, f"{rate:.0%} of validation digits below the threshold", f"{flagged:.1%}",
-                           "score every validation input, then take torch.quantile(scores, false_positive_rate)")  # fmt: skip
+                           "score every validation input, then take torch.quantile(scores, false_positive_rate)")
         on_test = (test_scores < threshold).double().mean().item()
         if abs(on_test - rate) > 0.04:
             return Verdict(False, f"about {rate:.0%} of test digits flagged", f"{on_test:.1%}",
-                           "calibrate on the validation inputs you are given, with the model in eval mode")  # fmt: skip
+                           "calibrate on the validation inputs you are given, with the model in eval mode")
         return Verdict(True)
 
     return Case(f"false-positive rate {rate:.0%} (seed {seed})", check)
@@ -257,31 +258,31 @@ def _fgsm_case(params: dict) -> Case:
         got = fgsm_attack(model, x, y, epsilon)
         if not torch.equal(x, test.inputs[:64]):
             return Verdict(False, "x unchanged", "x changed in place",
-                           "build a new tensor: x.clone().requires_grad_(True), and return x + ...")  # fmt: skip
+                           "build a new tensor: x.clone().requires_grad_(True), and return x + ...")
         if not isinstance(got, torch.Tensor) or got.shape != x.shape:
             return Verdict(False, f"a tensor of shape {tuple(x.shape)}", describe(got),
-                           "return the attacked images, same shape as x")  # fmt: skip
+                           "return the attacked images, same shape as x")
         got = got.detach()
         expected = fgsm(model, x, y, epsilon)
         if torch.allclose(got, expected, atol=1e-6):
             return Verdict(True)
         if got.min() < 0 or got.max() > 1:
             return Verdict(False, "pixels in [0, 1]", f"pixels from {got.min():.3f} to {got.max():.3f}",
-                           "clip the result to the valid range: .clamp(0, 1)")  # fmt: skip
+                           "clip the result to the valid range: .clamp(0, 1)")
         if torch.allclose(got, (x - epsilon * _gradient_sign(model, x, y)).clamp(0, 1), atol=1e-6):
             return Verdict(False, "x + epsilon * sign(gradient)", "x - epsilon * sign(gradient)",
-                           "the attack moves *up* the loss: add epsilon * sign, do not subtract it")  # fmt: skip
+                           "the attack moves *up* the loss: add epsilon * sign, do not subtract it")
         largest = (got - x).abs().max().item()
         if largest > epsilon + 1e-6:
             return Verdict(False, f"no pixel changed by more than {epsilon:g}", f"a change of {largest:.3g}",
-                           "use the sign of the gradient, times epsilon: epsilon * gradient.sign()")  # fmt: skip
+                           "use the sign of the gradient, times epsilon: epsilon * gradient.sign()")
         typical = (got - x).abs().median().item()
         if typical < epsilon / 2:
             return Verdict(False, f"most pixels moved by epsilon ({epsilon:g})", f"a median change of {typical:.2g}",
                            "take the sign of the gradient, not the gradient itself: small gradients "
-                           "must still move their pixel by epsilon")  # fmt: skip
+                           "must still move their pixel by epsilon")
         return Verdict(False, "FGSM: (x + epsilon * sign(d loss / d x)).clamp(0, 1)", "different images",
-                       "the loss is cross-entropy of model(x) against y; differentiate it with respect to x")  # fmt: skip
+                       "the loss is cross-entropy of model(x) against y; differentiate it with respect to x")
 
     return Case(f"epsilon {epsilon:g} on 64 test digits (seed {seed})", check)
 
@@ -314,7 +315,7 @@ EXERCISES = [
                 "a batch of 65",
                 "uint8 pixels",
             )
-        ],  # fmt: skip
+        ],
         general_hint="check the type, dtype, shape, batch size (1 to 64), NaN/inf and range in that order; "
         "raise ValueError with the reason",
     ),

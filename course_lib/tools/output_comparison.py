@@ -11,7 +11,7 @@ keep their *structure*, not their bytes:
 * images of the same size, close in content.
 
 The claims themselves are guarded by the asserts in the notebooks, which run on every
-machine, and staleness by ``course_lib.provenance``, which is exact everywhere.
+machine, and staleness by ``course_lib.tools.provenance``, which is exact everywhere.
 
 Tolerances, measured: refreshing every notebook on this machine's default (AVX-512) code path
 and on the AVX2 one (``ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2 ONEDNN_MAX_CPU_ISA=AVX2``), the

@@ -1,6 +1,6 @@
 """Step-for-step comparison of the scratch optimizers with torch.optim.
 
-Run ``python -m course_lib.optim.parity`` for the table of max differences.
+Run ``python -m course_lib.tools.parity`` for the table of max differences.
 """
 
 from __future__ import annotations

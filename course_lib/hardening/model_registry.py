@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from course_lib.files import write_atomically
 from course_lib.hardening.secure import load_secure, save_secure
 from course_lib.hardening.serialization import IntegrityError
 
@@ -36,16 +37,29 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 class ModelRegistry:
     """Versions of named models in the folder ``root`` (created if missing)."""
 
-    def __init__(self, root: str | os.PathLike, *, key: bytes | None = None, signing_key=None,
-                 verify_key=None):  # fmt: skip
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        *,
+        key: bytes | None = None,
+        signing_key=None,
+        verify_key=None,
+    ):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.key, self.signing_key, self.verify_key = key, signing_key, verify_key
 
     # --- writing -------------------------------------------------------------------------------
 
-    def register(self, state_dict: dict[str, torch.Tensor], name: str, *, metrics: dict | None = None,
-                 parent: int | None = None, data_fingerprint: str | None = None) -> int:  # fmt: skip
+    def register(
+        self,
+        state_dict: dict[str, torch.Tensor],
+        name: str,
+        *,
+        metrics: dict | None = None,
+        parent: int | None = None,
+        data_fingerprint: str | None = None,
+    ) -> int:
         """Store a new version of ``name``; return its number (1, 2, ...)."""
         folder = self._folder(name)
         with self._locked(name):
@@ -53,15 +67,22 @@ class ModelRegistry:
             if parent is not None and str(parent) not in registry["versions"]:
                 raise ValueError(f"{name} has no version {parent} to be the parent")
             taken = [int(v) for v in registry["versions"]]
-            taken += [
-                int(p.name) for p in (folder / "versions").glob("[0-9]*")
-            ]  # a crashed register's
+            # version folders a crashed register left behind are taken too
+            taken += [int(p.name) for p in (folder / "versions").glob("[0-9]*")]
             version = max(taken, default=0) + 1
-            record = {"metrics": metrics or {}, "parent": parent, "data_fingerprint": data_fingerprint,
-                      "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
-            save_secure(state_dict, folder / "versions" / str(version), key=self.key,
-                        signing_key=self.signing_key,
-                        metadata={"name": name, "version": version, **record})  # fmt: skip
+            record = {
+                "metrics": metrics or {},
+                "parent": parent,
+                "data_fingerprint": data_fingerprint,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+            save_secure(
+                state_dict,
+                folder / "versions" / str(version),
+                key=self.key,
+                signing_key=self.signing_key,
+                metadata={"name": name, "version": version, **record},
+            )
             registry["versions"][str(version)] = record
             self._write(name, registry)
         return version
@@ -94,8 +115,10 @@ class ModelRegistry:
     def versions(self, name: str) -> list[dict]:
         """Every registered version of ``name``, oldest first, with its record."""
         registry = self._read(name)
-        return [{"version": int(v), **record} for v, record in sorted(registry["versions"].items(),
-                                                                       key=lambda item: int(item[0]))]  # fmt: skip
+        return [
+            {"version": int(v), **record}
+            for v, record in sorted(registry["versions"].items(), key=lambda item: int(item[0]))
+        ]
 
     def aliases(self, name: str) -> dict[str, int]:
         """Where each alias points now."""
@@ -118,8 +141,9 @@ class ModelRegistry:
     def load(self, reference: str) -> tuple[dict[str, torch.Tensor], dict]:
         """``(state_dict, metadata)`` of ``"name@alias"`` or ``"name@version"``, fully verified."""
         name, version = self.resolve(reference)
-        state_dict, metadata = load_secure(self._folder(name) / "versions" / str(version), key=self.key,
-                                           verify_key=self.verify_key)  # fmt: skip
+        state_dict, metadata = load_secure(
+            self._folder(name) / "versions" / str(version), key=self.key, verify_key=self.verify_key
+        )
         if (metadata.get("name"), metadata.get("version")) != (name, version):
             raise IntegrityError(
                 f"{reference} resolved to {name} version {version}, but the folder holds "
@@ -162,12 +186,8 @@ class ModelRegistry:
 
     def _write(self, name: str, registry: dict) -> None:
         path = self._folder(name) / "registry.json"
-        staging = path.with_name(f".registry.json.tmp-{os.getpid()}")
-        with open(staging, "w") as file:
-            json.dump(registry, file, indent=1, sort_keys=True)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(staging, path)  # readers see the old file or the new one, never half of one
+        # readers see the old file or the new one, never half of one
+        write_atomically(path, json.dumps(registry, indent=1, sort_keys=True))
 
     @staticmethod
     def _numbers(registry: dict) -> list[int]:

@@ -13,7 +13,8 @@ from course_lib.grading.spec import (
     describe,
 )
 from course_lib.landscapes import quadratic_bowl
-from course_lib.optim import SGD, run_on_landscape
+from course_lib.optim import SGD
+from course_lib.trajectory import run_on_landscape
 
 
 def _gd_step_case(params: dict) -> Case:
@@ -46,7 +47,7 @@ def _gd_step_case(params: dict) -> Case:
         gd_step(unchanged, grad.clone(), lr)
         if not torch.equal(unchanged, original):
             return Verdict(False, "w left unchanged", "w was modified in place",
-                           "build a new tensor (w - lr * grad), do not use w -= ...")  # fmt: skip
+                           "build a new tensor (w - lr * grad), do not use w -= ...")
         return verdict
 
     return Case(f"w of shape {tuple(params['shape'])}, lr = {lr}", check)
@@ -71,9 +72,9 @@ def _pick_learning_rate_case(params: dict) -> Case:
             return Verdict(True)
         if run.diverged or run.final_loss > run.losses[0]:
             return Verdict(False, expected, f"lr = {lr:.4g}: the loss diverged",
-                           f"too large: gradient descent diverges above 2/L = {2 / kappa:.4g} on this bowl")  # fmt: skip
+                           f"too large: gradient descent diverges above 2/L = {2 / kappa:.4g} on this bowl")
         return Verdict(False, expected, f"lr = {lr:.4g}: loss {run.final_loss:.3g} after {steps} steps",
-                       "converging, but too slowly: the best fixed rate balances both curvatures, 2/(1 + κ)")  # fmt: skip
+                       "converging, but too slowly: the best fixed rate balances both curvatures, 2/(1 + κ)")
 
     return Case(f"quadratic bowl with κ = {kappa}, {steps} steps", check)
 

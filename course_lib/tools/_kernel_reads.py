@@ -2,7 +2,7 @@
 
 It logs every file under ``$COURSE_READS_ROOT`` that the kernel opens for reading (modules,
 their cached bytecode, data, weights) to ``$COURSE_READS_LOG``, one path a line, so the refresh
-can record what the notebook's outputs depend on (``course_lib.provenance``). It uses an audit
+can record what the notebook's outputs depend on (``course_lib.tools.provenance``). It uses an audit
 hook (PEP 578), which sees every ``open``, imports included, and changes nothing the cells do.
 
 IPython runs this file in the notebook's own namespace, so it defines one function, calls it

@@ -21,42 +21,43 @@ def _dropout_case(params: dict) -> Case:
 
     def check(dropout) -> Verdict:
         generator = torch.Generator().manual_seed(params["seed"])
+        # no zeros, so dropped entries are visible
         x = (
             torch.randn(200_000, generator=generator) + 3.0
-        )  # no zeros, so dropped entries are visible
+        )
         original = x.clone()
         evaluated = dropout(x, p, False)
         if not isinstance(evaluated, torch.Tensor) or not torch.equal(evaluated, original):
             return Verdict(False, "x unchanged when training=False", describe(evaluated),
-                           "in evaluation dropout does nothing: return x as it is")  # fmt: skip
+                           "in evaluation dropout does nothing: return x as it is")
         trained = dropout(x, p, True)
         if not torch.equal(x, original):
             return Verdict(False, "x left unchanged", "x was modified in place",
-                           "build a new tensor (x * mask / (1 - p)); do not assign into x")  # fmt: skip
+                           "build a new tensor (x * mask / (1 - p)); do not assign into x")
         if (
             not isinstance(trained, torch.Tensor)
             or trained.shape != x.shape
             or trained.dtype != x.dtype
         ):
             return Verdict(False, f"a {x.dtype} tensor of shape {tuple(x.shape)}", describe(trained),
-                           "return a tensor of the same shape and dtype as x (a bool mask times x keeps x's dtype)")  # fmt: skip
+                           "return a tensor of the same shape and dtype as x (a bool mask times x keeps x's dtype)")
         dropped = (trained == 0).float().mean().item()
         if abs(dropped - (1 - p)) < 0.01 and abs(p - 0.5) > 0.05:
             return Verdict(False, f"about {p:.0%} of the entries zeroed", f"{dropped:.1%} zeroed",
-                           "p is the probability to DROP an entry, not to keep it")  # fmt: skip
+                           "p is the probability to DROP an entry, not to keep it")
         if abs(dropped - p) > 0.01:
             return Verdict(False, f"about {p:.0%} of the entries zeroed", f"{dropped:.1%} zeroed",
-                           "drop each entry independently with probability p: keep = torch.rand_like(x) >= p")  # fmt: skip
+                           "drop each entry independently with probability p: keep = torch.rand_like(x) >= p")
         kept = trained != 0
         scale = (trained[kept] / x[kept]).mean().item()
         for wrong, hint in ((1.0, "scale the kept entries by 1 / (1 - p), so the expected value stays x"),
-                            (1 - p, "divide the kept entries by (1 - p), do not multiply")):  # fmt: skip
+                            (1 - p, "divide the kept entries by (1 - p), do not multiply")):
             if abs(scale - wrong) < 1e-4 and abs(wrong - 1 / (1 - p)) > 1e-3:
                 return Verdict(False, f"kept entries multiplied by {1 / (1 - p):.4g}",
-                               f"kept entries multiplied by {scale:.4g}", hint)  # fmt: skip
+                               f"kept entries multiplied by {scale:.4g}", hint)
         if not torch.allclose(trained[kept], x[kept] / (1 - p), rtol=1e-5):
             return Verdict(False, "each kept entry equal to x / (1 - p)", "other values",
-                           "keep the entry's own value, divided by (1 - p)")  # fmt: skip
+                           "keep the entry's own value, divided by (1 - p)")
         return Verdict(True)
 
     return Case(f"p = {p}", check)
@@ -97,7 +98,7 @@ def _should_stop_case(params: dict) -> Case:
          "compare with the best loss so far, not with the epoch before: a loss can go down and still not be a new best"),
         (_stops_one_epoch_late, "one epoch too late: stop when the best epoch is `patience` epochs ago (>=, not >)"),
         (_stops_counting_ties, "a loss equal to the best is not an improvement: keep the FIRST epoch that reached it"),
-    ]  # fmt: skip
+    ]
 
     def check(should_stop) -> Verdict:
         got = _every_epoch(should_stop, losses, patience)
@@ -109,7 +110,7 @@ def _should_stop_case(params: dict) -> Case:
             if got == _every_epoch(wrong, losses, patience):
                 return Verdict(False, where + str(expected[first]), str(got[first]), hint)
         return Verdict(False, where + str(expected[first]), str(got[first]),
-                       "find the epoch of the lowest loss; stop when it is `patience` or more epochs ago")  # fmt: skip
+                       "find the epoch of the lowest loss; stop when it is `patience` or more epochs ago")
 
     return Case(f"patience {patience}, {len(losses)} epochs", check)
 
@@ -134,10 +135,11 @@ def _cosine_lr_case(params: dict) -> Case:
                 "math.cos takes radians: half a turn is math.pi, not 180"),
         Mistake(schedule(lambda e, t, hi, lo: lo + (hi - lo) * (1 + math.cos(2 * math.pi * e / t)) / 2),
                 "half a cosine, not a whole one: the angle goes from 0 to pi over the run"),
-    ]  # fmt: skip
+    ]
+    # float32 answers pass
     compare = compare_with_reference(
         (), schedule(_reference_cosine), mistakes, tolerance=1e-6
-    )  # float32 answers pass
+    )
 
     def check(cosine_lr) -> Verdict:
         return compare(schedule(cosine_lr))

@@ -52,36 +52,36 @@ def _freeze_case(params: dict) -> Case:
         got = freeze_all_but_head(model)
         if isinstance(got, nn.Module):
             return Verdict(False, f"the number {head}", "a model",
-                           "return the count: sum(p.numel() for p in model.parameters() if p.requires_grad)")  # fmt: skip
+                           "return the count: sum(p.numel() for p in model.parameters() if p.requires_grad)")
         if not all(p.requires_grad for p in model.fc.parameters()):
             return Verdict(False, "the head (model.fc) trainable", "the head frozen too",
-                           "freeze everything, then set requires_grad = True on model.fc's parameters")  # fmt: skip
+                           "freeze everything, then set requires_grad = True on model.fc's parameters")
         still_trainable = [
             n for n, p in model.named_parameters() if p.requires_grad and not n.startswith("fc.")
         ]
         if still_trainable:
             return Verdict(False, "only fc's parameters trainable", f"also {still_trainable[:3]} ...",
-                           "set requires_grad = False on every parameter outside model.fc")  # fmt: skip
+                           "set requires_grad = False on every parameter outside model.fc")
         statistics = [b.running_mean.clone() for b in _batchnorm_layers(model)]
         model.train()  # what fit() does at the start of every epoch
         with torch.no_grad():
             model(torch.rand(8, 1, 16, 16))  # a forward pass, as a training step makes
         moved = sum(not torch.equal(b.running_mean, before)
-                    for b, before in zip(_batchnorm_layers(model), statistics, strict=True))  # fmt: skip
+                    for b, before in zip(_batchnorm_layers(model), statistics, strict=True))
         if moved:
             return Verdict(False, "BatchNorm statistics unchanged by model.train() and a forward pass",
                            f"{moved} BatchNorm layers updated their running mean",
                            "requires_grad = False does not stop BatchNorm, and model.train() undoes .eval(): "
-                           "register a forward pre-hook on each BatchNorm layer that calls module.eval()")  # fmt: skip
+                           "register a forward pre-hook on each BatchNorm layer that calls module.eval()")
         if _is_whole_number(got) and int(got) == everything:
             return Verdict(False, str(head), str(got),
-                           "count only the parameters with requires_grad, not all of them")  # fmt: skip
+                           "count only the parameters with requires_grad, not all of them")
         if _is_whole_number(got) and int(got) == len(list(model.fc.parameters())):
             return Verdict(False, str(head), str(got),
-                           "count numbers, not tensors: add up p.numel() for each trainable parameter")  # fmt: skip
+                           "count numbers, not tensors: add up p.numel() for each trainable parameter")
         if not _is_whole_number(got) or int(got) != head:
             return Verdict(False, str(head), describe(got),
-                           "return sum(p.numel() for p in model.parameters() if p.requires_grad)")  # fmt: skip
+                           "return sum(p.numel() for p in model.parameters() if p.requires_grad)")
         return Verdict(True)
 
     return Case(f"a SmallResNet with a {classes}-class head", check)
@@ -98,39 +98,40 @@ def _groups_case(params: dict) -> Case:
         groups = make_param_groups(model, head_lr, backbone_lr)
         if not isinstance(groups, list | tuple) or not all(isinstance(g, dict) for g in groups):
             return Verdict(False, "a list of dicts with 'params' and 'lr'", describe(groups),
-                           "return [{'params': ..., 'lr': head_lr}, {'params': ..., 'lr': backbone_lr}]")  # fmt: skip
+                           "return [{'params': ..., 'lr': head_lr}, {'params': ..., 'lr': backbone_lr}]")
         found = []
         for group in groups:
             members = list(group.get("params", []))
             if any(not isinstance(p, torch.Tensor) for p in members):
                 return Verdict(False, "parameters (tensors) in 'params'", "something else",
-                               "use model.fc.parameters(), not named_parameters() (that gives (name, tensor) pairs)")  # fmt: skip
+                               "use model.fc.parameters(), not named_parameters() (that gives (name, tensor) pairs)")
             found.append(({id(p) for p in members}, group.get("lr")))
         fc = {id(p) for p in model.fc.parameters()}
         layer4 = {id(p) for p in model.layer4.parameters()}
         rates = {frozenset(ids): lr for ids, lr in found}
         if rates.get(frozenset(fc)) == backbone_lr and rates.get(frozenset(layer4)) == head_lr:
             return Verdict(False, f"fc at {head_lr:g}, layer4 at {backbone_lr:g}", "the two rates swapped",
-                           "the new head learns fastest: head_lr for fc, backbone_lr for layer4")  # fmt: skip
+                           "the new head learns fastest: head_lr for fc, backbone_lr for layer4")
         if rates.get(frozenset(fc)) != head_lr or rates.get(frozenset(layer4)) != backbone_lr:
             seen = [(len(ids), lr) for ids, lr in found]
             return Verdict(False, f"one group of fc's {len(fc)} tensors at lr {head_lr:g} and one of layer4's "
                            f"{len(layer4)} tensors at lr {backbone_lr:g}", f"groups (tensors, lr): {seen}",
-                           "two groups: {'params': model.fc.parameters(), 'lr': head_lr} and the same for layer4")  # fmt: skip
+                           "two groups: {'params': model.fc.parameters(), 'lr': head_lr} and the same for layer4")
         if len(found) != 2:
             return Verdict(False, "exactly two groups", f"{len(found)} groups",
-                           "other blocks stay frozen: leave them out of the optimizer")  # fmt: skip
+                           "other blocks stay frozen: leave them out of the optimizer")
         others = [n for n, p in model.named_parameters()
-                  if p.requires_grad and not n.startswith(("fc.", "layer4."))]  # fmt: skip
+                  if p.requires_grad and not n.startswith(("fc.", "layer4."))]
         if others:
             return Verdict(False, "blocks other than fc and layer4 frozen", f"{others[:3]} ... still trainable",
-                           "set requires_grad = False on every parameter outside fc and layer4")  # fmt: skip
+                           "set requires_grad = False on every parameter outside fc and layer4")
         if not all(p.requires_grad for p in [*model.fc.parameters(), *model.layer4.parameters()]):
             return Verdict(False, "fc and layer4 trainable", "some of them frozen",
-                           "freeze everything first, then set requires_grad = True on fc and layer4")  # fmt: skip
+                           "freeze everything first, then set requires_grad = True on fc and layer4")
+        # the optimizer accepts them
         torch.optim.SGD(
             make_param_groups(_fresh_model(10), head_lr, backbone_lr)
-        )  # the optimizer accepts them
+        )
         return Verdict(True)
 
     return Case(f"head lr {head_lr:g}, layer4 lr {backbone_lr:g}", check)
@@ -161,22 +162,22 @@ def _head_case(params: dict) -> Case:
         head = train_head(Split(train.inputs.clone(), train.targets.clone()))
         if not isinstance(head, nn.Module):
             return Verdict(False, "a trained nn.Linear(128, 10)", describe(head),
-                           "return the head you trained: head = nn.Linear(128, 10), train it, return head")  # fmt: skip
+                           "return the head you trained: head = nn.Linear(128, 10), train it, return head")
         try:
             output = head(test.inputs[:2])
         except RuntimeError as error:
             return Verdict(False, "a module that takes (N, 128) embeddings", f"it failed: {error}",
-                           "the head works on the stored 128-number embeddings, not on images")  # fmt: skip
+                           "the head works on the stored 128-number embeddings, not on images")
         if output.shape != (2, 10):
             return Verdict(False, "10 outputs per embedding", f"output of shape {tuple(output.shape)}",
-                           "nn.Linear(128, 10): one score per digit class")  # fmt: skip
+                           "nn.Linear(128, 10): one score per digit class")
         accuracy = evaluate(head, test)["accuracy"]
         if accuracy < 0.2:
             return Verdict(False, f"test accuracy >= {target}", f"{accuracy:.3f} (chance level)",
-                           "the head is not trained: fit(head, features, optimizer=..., loss_fn=..., epochs=...)")  # fmt: skip
+                           "the head is not trained: fit(head, features, optimizer=..., loss_fn=..., epochs=...)")
         if accuracy < target:
             return Verdict(False, f"test accuracy >= {target}", f"{accuracy:.3f}",
-                           "train longer or with a larger learning rate (Adam, lr 1e-2, 100 steps is enough)")  # fmt: skip
+                           "train longer or with a larger learning rate (Adam, lr 1e-2, 100 steps is enough)")
         return Verdict(True)
 
     return Case(f"{per_class} labels per class (seed {seed}), test accuracy >= {target}", check)
@@ -198,12 +199,12 @@ def _few_labels_case(params: dict) -> Case:
             output = model.eval()(test.inputs[:2])
         if output.shape != (2, 10):
             return Verdict(False, "10 outputs per image", f"output of shape {tuple(output.shape)}",
-                           "replace the head for the 10 digit classes: replace_head(model, 10)")  # fmt: skip
+                           "replace the head for the 10 digit classes: replace_head(model, 10)")
         accuracy = evaluate(model, test)["accuracy"]
         if accuracy < target:
             return Verdict(False, f"test accuracy >= {target}", f"{accuracy:.3f}",
                            "so few labels are not enough from scratch: start from load_backbone('bundled') "
-                           "and fine-tune layer4 + fc (about 100 steps, lr 1e-3)")  # fmt: skip
+                           "and fine-tune layer4 + fc (about 100 steps, lr 1e-3)")
         return Verdict(True)
 
     return Case(f"{per_class} labels per class (seed {seed}), test accuracy >= {target}", check)

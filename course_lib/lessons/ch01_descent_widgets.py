@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from course_lib.landscapes import LANDSCAPES, Landscape
 from course_lib.optim import SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, NAdam, RMSprop
 from course_lib.optim.conjugate_gradient import ConjugateGradient
-from course_lib.optim.trajectory import Trajectory, run_on_landscape
+from course_lib.trajectory import Trajectory, run_on_landscape
 from course_lib.viz import paths_figure
 from course_lib.widgets import Controls
 
@@ -89,17 +89,45 @@ def gd_controls(surface: str = "quadratic bowl", lr: float = 0.05, steps: int = 
     """Surface, learning rate (log scale), steps and start point for :func:`gd_figure`."""
     landscape = landscape_named(surface)
     return Controls(
-        surface=widgets.Dropdown(options=list(LANDSCAPES), value=surface, description="surface",
-                                 style=_STYLE, layout=_LAYOUT),
-        lr=widgets.FloatLogSlider(value=lr, base=10, min=-4, max=0, step=0.05,
-                                  description="learning rate", style=_STYLE, layout=_LAYOUT),
-        steps=widgets.IntSlider(value=steps, min=1, max=300, description="steps", style=_STYLE,
-                                layout=_LAYOUT),
-        start_x=widgets.FloatSlider(value=landscape.start[0], min=-5, max=5, step=0.1,
-                                    description="start x", style=_STYLE, layout=_LAYOUT),
-        start_y=widgets.FloatSlider(value=landscape.start[1], min=-5, max=5, step=0.1,
-                                    description="start y", style=_STYLE, layout=_LAYOUT),
-    )  # fmt: skip
+        surface=widgets.Dropdown(
+            options=list(LANDSCAPES),
+            value=surface,
+            description="surface",
+            style=_STYLE,
+            layout=_LAYOUT,
+        ),
+        lr=widgets.FloatLogSlider(
+            value=lr,
+            base=10,
+            min=-4,
+            max=0,
+            step=0.05,
+            description="learning rate",
+            style=_STYLE,
+            layout=_LAYOUT,
+        ),
+        steps=widgets.IntSlider(
+            value=steps, min=1, max=300, description="steps", style=_STYLE, layout=_LAYOUT
+        ),
+        start_x=widgets.FloatSlider(
+            value=landscape.start[0],
+            min=-5,
+            max=5,
+            step=0.1,
+            description="start x",
+            style=_STYLE,
+            layout=_LAYOUT,
+        ),
+        start_y=widgets.FloatSlider(
+            value=landscape.start[1],
+            min=-5,
+            max=5,
+            step=0.1,
+            description="start y",
+            style=_STYLE,
+            layout=_LAYOUT,
+        ),
+    )
 
 
 # --- chapter 2: the optimizer race -----------------------------------------------------------
@@ -143,12 +171,32 @@ def race_controls(
     steps: int = 100,
 ) -> Controls:
     return Controls(
-        surface=widgets.Dropdown(options=list(LANDSCAPES), value=surface, description="surface",
-                                 style=_STYLE, layout=_LAYOUT),
-        racers=widgets.SelectMultiple(options=list(RACERS), value=racers, rows=6,
-                                      description="optimizers", style=_STYLE, layout=_LAYOUT),
-        steps=widgets.IntSlider(value=steps, min=5, max=400, description="steps", style=_STYLE,
-                                layout=_LAYOUT),
-        lr_scale=widgets.FloatLogSlider(value=1.0, base=10, min=-1.5, max=1, step=0.05,
-                                        description="lr × scale", style=_STYLE, layout=_LAYOUT),
-    )  # fmt: skip
+        surface=widgets.Dropdown(
+            options=list(LANDSCAPES),
+            value=surface,
+            description="surface",
+            style=_STYLE,
+            layout=_LAYOUT,
+        ),
+        racers=widgets.SelectMultiple(
+            options=list(RACERS),
+            value=racers,
+            rows=6,
+            description="optimizers",
+            style=_STYLE,
+            layout=_LAYOUT,
+        ),
+        steps=widgets.IntSlider(
+            value=steps, min=5, max=400, description="steps", style=_STYLE, layout=_LAYOUT
+        ),
+        lr_scale=widgets.FloatLogSlider(
+            value=1.0,
+            base=10,
+            min=-1.5,
+            max=1,
+            step=0.05,
+            description="lr × scale",
+            style=_STYLE,
+            layout=_LAYOUT,
+        ),
+    )

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from course_lib.data import Split
-from course_lib.optim.trajectory import optimizer_step
+from course_lib.trajectory import optimizer_step
 
 __all__ = [
     "small_mlp",

@@ -30,15 +30,15 @@ def _build_classifier_case(params: dict) -> Case:
             out = model(x)
         if out.shape != (6, classes):
             return Verdict(False, f"output of shape (6, {classes})", f"output of shape {tuple(out.shape)}",
-                           f"the last layer needs one output per class: nn.Linear({hidden}, {classes})")  # fmt: skip
+                           f"the last layer needs one output per class: nn.Linear({hidden}, {classes})")
         if (out >= 0).all() and torch.allclose(out.sum(1), torch.ones(6), atol=1e-4):
             return Verdict(False, "raw scores (logits)", "probabilities that sum to 1",
-                           "remove the softmax: nn.CrossEntropyLoss applies it itself")  # fmt: skip
+                           "remove the softmax: nn.CrossEntropyLoss applies it itself")
         expected = inputs * hidden + hidden + hidden * classes + classes
         count = sum(p.numel() for p in model.parameters())
         if count != expected:
             return Verdict(False, f"{expected} parameters (one hidden layer of {hidden} units)", f"{count} parameters",
-                           f"nn.Linear({inputs}, {hidden}) -> nn.ReLU() -> nn.Linear({hidden}, {classes})")  # fmt: skip
+                           f"nn.Linear({inputs}, {hidden}) -> nn.ReLU() -> nn.Linear({hidden}, {classes})")
         a, b = torch.randn(1, inputs), torch.randn(1, inputs)
         with torch.no_grad():
             affine = torch.allclose(
@@ -46,7 +46,7 @@ def _build_classifier_case(params: dict) -> Case:
             )
         if affine:
             return Verdict(False, "a non-linear model", "a linear (affine) model",
-                           "two linear layers in a row are still one linear map: put nn.ReLU() between them")  # fmt: skip
+                           "two linear layers in a row are still one linear map: put nn.ReLU() between them")
         return Verdict(True)
 
     return Case(f"inputs {inputs}, hidden {hidden}, classes {classes}", check)
@@ -57,9 +57,10 @@ def _accuracy_case(params: dict) -> Case:
     rows, classes = params["rows"], params["classes"]
     logits = torch.randn(rows, classes, generator=generator)
     targets = torch.randint(classes, (rows,), generator=generator)
+    # about half right, so the answer is informative
     targets[: rows // 2] = logits[: rows // 2].argmax(
         1
-    )  # about half right, so the answer is informative
+    )
     check = compare_with_reference(
         (logits, targets),
         reference=lambda logits, targets: (logits.argmax(dim=1) == targets).float().mean().item(),
@@ -72,13 +73,13 @@ def _accuracy_case(params: dict) -> Case:
                 lambda logits, targets: (logits.argmax(dim=0) == targets).float().mean().item(),
                 "argmax over dim=0 picks an example per class; the class of each example is argmax(dim=1)",
             ),
-        ],  # fmt: skip
+        ],
     )
     return Case(f"{rows} examples, {classes} classes", check)
 
 
 def _reference_epoch(model, inputs, targets, optimizer, loss_fn, batch_size, *, zero_grad=True, step=True,
-                     mean=True) -> float:  # fmt: skip
+                     mean=True) -> float:
     total, last = 0.0, 0.0
     for start in range(0, len(inputs), batch_size):
         x, y = inputs[start : start + batch_size], targets[start : start + batch_size]
@@ -120,7 +121,7 @@ def _train_one_epoch_case(params: dict) -> Case:
         expected_loss, expected_weights = run({})
         if all(torch.equal(a, b) for a, b in zip(start, weights, strict=True)):
             return Verdict(False, "the parameters change", "the parameters did not change",
-                           "call optimizer.step() after loss.backward() in every batch")  # fmt: skip
+                           "call optimizer.step() after loss.backward() in every batch")
         if not all(
             torch.allclose(a, b, atol=1e-6) for a, b in zip(weights, expected_weights, strict=True)
         ):
@@ -129,9 +130,9 @@ def _train_one_epoch_case(params: dict) -> Case:
                 torch.allclose(a, b, atol=1e-6) for a, b in zip(weights, accumulated, strict=True)
             ):
                 return Verdict(False, "weights after one epoch of SGD", "weights from accumulated gradients",
-                               "gradients add up across batches: call optimizer.zero_grad() before each backward()")  # fmt: skip
+                               "gradients add up across batches: call optimizer.zero_grad() before each backward()")
             return Verdict(False, "weights after one epoch, batches in order", "other weights",
-                           "go through the batches in order, one optimizer step per batch")  # fmt: skip
+                           "go through the batches in order, one optimizer step per batch")
         if not isinstance(got, float | int):
             return Verdict(
                 False,
@@ -142,7 +143,7 @@ def _train_one_epoch_case(params: dict) -> Case:
         if abs(got - expected_loss) > 1e-5:
             last, _ = run({"mean": False})
             hint = ("that is the last batch's loss: return the mean over the epoch, weighting each batch by its size"
-                    if abs(got - last) < 1e-5 else "the mean loss weights each batch by its number of examples")  # fmt: skip
+                    if abs(got - last) < 1e-5 else "the mean loss weights each batch by its number of examples")
             return Verdict(False, describe(expected_loss), describe(got), hint)
         return Verdict(True)
 

@@ -89,9 +89,10 @@ def _parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--seed", type=int, default=0)
     pretrain.add_argument("--epochs", type=int, default=8)
     pretrain.add_argument(
-        "--check", action="store_true",
+        "--check",
+        action="store_true",
         help="write to a temporary file; exit 1 unless it is byte for byte the bundled one",
-    )  # fmt: skip
+    )
     pretrain.set_defaults(run=_pretrain)
     return parser
 
@@ -100,15 +101,18 @@ def _pretrain(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    from course_lib.transfer import BUNDLED_SHA256, BUNDLED_WEIGHTS, pretrain
+    from course_lib.tools.pretrain import pretrain
+    from course_lib.transfer import BUNDLED_SHA256, BUNDLED_WEIGHTS
 
     with tempfile.TemporaryDirectory() as folder:
         out = (
             Path(folder) / "check.safetensors" if args.check else Path(args.out or BUNDLED_WEIGHTS)
         )
         report = pretrain(out, seed=args.seed, epochs=args.epochs)
-    print(f"pretrained on glyphs in {report['seconds']:.0f} s; glyph validation accuracy "
-          f"{report['glyph_validation_accuracy']:.3f}\nSHA-256 {report['sha256']}")  # fmt: skip
+    print(
+        f"pretrained on glyphs in {report['seconds']:.0f} s; glyph validation accuracy "
+        f"{report['glyph_validation_accuracy']:.3f}\nSHA-256 {report['sha256']}"
+    )
     if args.check:
         same = report["sha256"] == BUNDLED_SHA256
         print(
@@ -118,13 +122,15 @@ def _pretrain(args: argparse.Namespace) -> int:
         )
         return EXIT_OK if same else EXIT_FAILED
     if report["sha256"] != BUNDLED_SHA256:
-        print(f"{out} differs from the bundled file: if it is to replace it, set BUNDLED_SHA256 in "
-              "course_lib/transfer.py to the SHA-256 above")  # fmt: skip
+        print(
+            f"{out} differs from the bundled file: if it is to replace it, set BUNDLED_SHA256 in "
+            "course_lib/transfer.py to the SHA-256 above"
+        )
     return EXIT_OK
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from course_lib.doctor import check_environment
+    from course_lib.tools.doctor import check_environment
 
     report = check_environment()
     print(report)
@@ -134,7 +140,7 @@ def _doctor(args: argparse.Namespace) -> int:
 def _assign(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from course_lib.grading.assign import MarkerError, assign
+    from course_lib.tools.assign import MarkerError, assign
 
     try:
         results = assign(Path(args.solutions), Path(args.exercises), write=not args.check)
@@ -146,8 +152,10 @@ def _assign(args: argparse.Namespace) -> int:
         state = "up to date" if result.up_to_date else ("STALE" if args.check else "written")
         print(f"{state:<10} {result.exercise}  (from {result.solution})")
     if args.check and stale:
-        print(f"{len(stale)} exercise notebook(s) differ from their solutions: run `course assign`",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"{len(stale)} exercise notebook(s) differ from their solutions: run `course assign`",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     return EXIT_OK
 
@@ -162,8 +170,12 @@ def _grade(args: argparse.Namespace) -> int:
     feedback = Path(args.feedback) if args.feedback else out.parent / "feedback"
     limits = Limits(cell_timeout=args.timeout, wall_limit=args.wall_limit)
     started = time.monotonic()
-    grades = grade_batch([Path(p) for p in args.submissions], jobs=args.jobs, limits=limits,
-                         assignment=args.assignment)  # fmt: skip
+    grades = grade_batch(
+        [Path(p) for p in args.submissions],
+        jobs=args.jobs,
+        limits=limits,
+        assignment=args.assignment,
+    )
     if not grades:
         print("course grade: no submissions found", file=sys.stderr)
         return EXIT_USAGE
@@ -172,13 +184,15 @@ def _grade(args: argparse.Namespace) -> int:
     seconds = time.monotonic() - started
     for grade in grades:
         print(f"{grade.status:<15} {grade.total:>5g}/{grade.max_points:<3g} {grade.submission}")
-    print(f"graded {len(grades)} submissions in {seconds:.1f} s ({seconds / len(grades):.1f} s each, "
-          f"{args.jobs} in parallel); gradebook {out}, feedback in {feedback}/")  # fmt: skip
+    print(
+        f"graded {len(grades)} submissions in {seconds:.1f} s ({seconds / len(grades):.1f} s each, "
+        f"{args.jobs} in parallel); gradebook {out}, feedback in {feedback}/"
+    )
     return EXIT_OK
 
 
 def _bench_optim(args: argparse.Namespace) -> int:
-    from course_lib.bench import bench_optimizers, format_table
+    from course_lib.tools.bench import bench_optimizers, format_table
 
     rows = bench_optimizers(rounds=args.rounds, steps=args.steps)
     print(f"Per-step time on a 99,978-parameter MLP, median of {args.rounds} interleaved rounds")
@@ -187,10 +201,12 @@ def _bench_optim(args: argparse.Namespace) -> int:
 
 
 def _bench_fit(args: argparse.Namespace) -> int:
-    from course_lib.bench import bench_fit, format_fit_table
+    from course_lib.tools.bench import bench_fit, format_fit_table
 
-    workloads = [((128,), 64, "the smallest: digits MLP 64-128-10, batch 64"),
-                 ((256, 256), 32, "chapter 4's MLP 64-256-256-10, batch 32")]  # fmt: skip
+    workloads = [
+        ((128,), 64, "the smallest: digits MLP 64-128-10, batch 64"),
+        ((256, 256), 32, "chapter 4's MLP 64-256-256-10, batch 32"),
+    ]
     for hidden, batch_size, title in workloads:
         rows = bench_fit(
             rounds=args.rounds, epochs=args.epochs, batch_size=batch_size, hidden=hidden
@@ -203,7 +219,7 @@ def _bench_fit(args: argparse.Namespace) -> int:
 def _refresh(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from course_lib.notebooks import (
+    from course_lib.tools.notebooks import (
         NOTEBOOK_BUDGET_SECONDS,
         NotebookRefreshError,
         find_notebooks,
