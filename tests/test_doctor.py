@@ -9,7 +9,7 @@ import pytest
 
 from course_lib import check_environment
 from course_lib.tools import doctor
-from course_lib.tools.doctor import FAIL, OK, Check, Report
+from course_lib.tools.doctor import Check, Report, Status
 
 
 def test_this_environment_is_ready_and_every_check_is_reported():
@@ -26,13 +26,15 @@ def test_this_environment_is_ready_and_every_check_is_reported():
         "notebook kernel",
         "device",
     ):
-        assert report[name].status in (OK, "warn"), report[name]
+        assert report[name].status in (Status.OK, "warn"), report[name]
         assert name in text
     assert "Environment ready for the course." in text
 
 
 def test_a_failed_check_makes_the_report_not_ok_and_lists_the_fix():
-    report = Report([Check("torch", OK, "2.14.1"), Check("thing", FAIL, "broken", "do this")])
+    report = Report(
+        [Check("torch", Status.OK, "2.14.1"), Check("thing", Status.FAIL, "broken", "do this")]
+    )
     assert not report.ok
     assert "  - thing: do this" in str(report)
     assert "NOT ready" in str(report)
@@ -43,7 +45,7 @@ def test_a_check_that_crashes_becomes_a_failed_line():
         raise OSError("disk on fire")
 
     check = doctor._run_safely("explosive", explode)
-    assert check.status == FAIL
+    assert check.status == Status.FAIL
     assert "OSError: disk on fire" in check.detail
 
 
@@ -55,14 +57,14 @@ def test_a_frontend_extension_of_the_wrong_major_version_is_reported(monkeypatch
         lambda name: "1.1.7" if name == "jupyterlab_widgets" else real(name),
     )
     check = doctor._widgets_render()
-    assert check.status == FAIL
+    assert check.status == Status.FAIL
     assert "Error displaying widget" in check.detail
 
 
 def test_a_bad_device_variable_fails_with_a_fix(monkeypatch):
     monkeypatch.setenv("COURSE_DEVICE", "tpu")
     check = doctor._device()
-    assert check.status == FAIL
+    assert check.status == Status.FAIL
     assert "COURSE_DEVICE" in check.fix
 
 

@@ -13,14 +13,8 @@ import nbformat
 import pytest
 
 from course_lib.grading.batch import (
-    CELL_ERRORS,
-    CRASHED,
-    INVALID,
-    OK,
-    OUTPUT_LIMIT,
-    TIMEOUT,
-    WRONG_NOTEBOOK,
     Limits,
+    RowStatus,
     feedback_markdown,
     grade_batch,
     student_id,
@@ -130,20 +124,20 @@ def row(batch, name):
 def test_solutions_score_full_points(batch):
     for name, maximum in (("full1__01.ipynb", 2), ("full2__02.ipynb", 3)):
         grade = row(batch, name)
-        assert grade.status == OK, grade.detail
+        assert grade.status == RowStatus.OK, grade.detail
         assert grade.total == grade.max_points == maximum
 
 
 def test_untouched_exercise_scores_zero_as_not_attempted(batch):
     grade = row(batch, "untouched__01.ipynb")
-    assert grade.status == OK and grade.total == 0
+    assert grade.status == RowStatus.OK and grade.total == 0
     assert {result["status"] for result in grade.results} == {"not attempted"}
     assert "not attempted" in feedback_markdown(grade)
 
 
 def test_wrong_answer_loses_that_exercise_with_the_hint_in_feedback(batch):
     grade = row(batch, "wrong__01.ipynb")
-    assert grade.status == OK
+    assert grade.status == RowStatus.OK
     assert grade.points == {"ch1.gd_step": 0.0, "ch1.pick_learning_rate": 1.0}
     assert "you stepped *up* the gradient" in feedback_markdown(grade)
 
@@ -155,29 +149,32 @@ def test_hidden_cases_run_in_the_grader_but_not_in_check(batch):
 
 def test_exception_at_import_is_reported_and_the_rest_still_graded(batch):
     grade = row(batch, "importerror__01.ipynb")
-    assert grade.status == CELL_ERRORS
+    assert grade.status == RowStatus.CELL_ERRORS
     assert any("ModuleNotFoundError" in error for error in grade.cell_errors)
 
 
 def test_endless_loop_times_out_and_what_was_defined_is_graded(batch):
     grade = row(batch, "endless__01.ipynb")
-    assert grade.status == TIMEOUT and "time limit" in grade.detail, grade.detail
+    assert grade.status == RowStatus.TIMEOUT and "time limit" in grade.detail, grade.detail
     assert grade.points["ch1.gd_step"] == 1.0  # defined before the loop
 
 
 def test_killed_kernel_is_crashed(batch):
     grade = row(batch, "exits__01.ipynb")
-    assert grade.status == CRASHED and grade.total == 0
+    assert grade.status == RowStatus.CRASHED and grade.total == 0
 
 
 def test_hundreds_of_megabytes_of_output_are_capped(batch):
     grade = row(batch, "printer__01.ipynb")
-    assert grade.status == OUTPUT_LIMIT and grade.total == 2
+    assert grade.status == RowStatus.OUTPUT_LIMIT and grade.total == 2
 
 
 def test_deleting_files_around_it_harms_nobody_else(batch):
     grades, gradebook, folder = batch
-    assert grades["deleter__01.ipynb"].status == OK and grades["deleter__01.ipynb"].total == 2
+    assert (
+        grades["deleter__01.ipynb"].status == RowStatus.OK
+        and grades["deleter__01.ipynb"].total == 2
+    )
     assert (folder / "full1__01.ipynb").exists() and gradebook.exists()
     assert grades["full1__01.ipynb"].total == 2
 
@@ -192,13 +189,14 @@ def test_deleting_files_around_it_harms_nobody_else(batch):
 )
 def test_broken_files_are_invalid_with_a_reason(batch, name, words):
     grade = row(batch, name)
-    assert grade.status == INVALID and words in grade.detail
+    assert grade.status == RowStatus.INVALID and words in grade.detail
 
 
 def test_notebook_of_another_chapter_is_refused(batch):
     grade = row(batch, "otherchapter__02.ipynb")
     assert (
-        grade.status == WRONG_NOTEBOOK and "the assignment is 01_gradient_descent" in grade.detail
+        grade.status == RowStatus.WRONG_NOTEBOOK
+        and "the assignment is 01_gradient_descent" in grade.detail
     )
 
 
@@ -242,6 +240,6 @@ def test_solution_scores_full_points_with_hidden_cases(tmp_path, name):
     path = tmp_path / f"carol__{name[:2]}.ipynb"
     nbformat.write(solved(name), path)
     grade = grade_submission(path, Limits(cell_timeout=60, wall_limit=180))
-    assert grade.status == OK, grade.detail
+    assert grade.status == RowStatus.OK, grade.detail
     assert grade.total == grade.max_points == 4
     assert all(len(result["cases"]) >= 2 for result in grade.results)  # public + hidden

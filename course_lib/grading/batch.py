@@ -18,6 +18,7 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from enum import Enum
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -27,16 +28,23 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 from course_lib.tools.assign import METADATA_KEY
 
-OK, TIMEOUT, CRASHED, INVALID, WRONG_NOTEBOOK, OUTPUT_LIMIT, CELL_ERRORS, GRADER_ERROR = (
-    "ok",
-    "timeout",
-    "crashed",
-    "invalid",
-    "wrong-notebook",
-    "output-limit",
-    "cell-errors",
-    "grader-error",
-)
+
+class RowStatus(str, Enum):
+    """How grading one submission went: the gradebook's status column."""
+
+    OK = "ok"
+    TIMEOUT = "timeout"
+    CRASHED = "crashed"  # the kernel died
+    INVALID = "invalid"  # not a readable notebook
+    WRONG_NOTEBOOK = "wrong-notebook"
+    OUTPUT_LIMIT = "output-limit"
+    CELL_ERRORS = "cell-errors"  # ran to the end, some cells raised
+    GRADER_ERROR = "grader-error"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 HIDDEN_TESTS_ENV = "COURSE_HIDDEN_TESTS"
 _DEFAULT_HIDDEN = Path(__file__).with_name("data") / "hidden_cases.json"
 
@@ -54,7 +62,7 @@ class Grade:
 
     submission: str
     student: str
-    status: str
+    status: RowStatus
     points: dict[str, float] = field(default_factory=dict)
     max_points: float = 0.0
     seconds: float = 0.0
@@ -91,13 +99,13 @@ def grade_submission(
     # asyncio would print its harmless traceback to the instructor's terminal.
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     started = time.monotonic()
-    grade = Grade(submission=path.name, student=student_id(path), status=GRADER_ERROR)
+    grade = Grade(submission=path.name, student=student_id(path), status=RowStatus.GRADER_ERROR)
     try:
         _grade_into(
             grade, path, limits, assignment, load_hidden_tests() if hidden is None else hidden
         )
     except Exception as exc:  # the grader's own failure: still a row, still a message
-        grade.status, grade.detail = GRADER_ERROR, f"{type(exc).__name__}: {exc}"
+        grade.status, grade.detail = RowStatus.GRADER_ERROR, f"{type(exc).__name__}: {exc}"
     grade.seconds = round(time.monotonic() - started, 2)
     return grade
 
@@ -109,11 +117,11 @@ def _grade_into(
 
     notebook, problem = _read_notebook(path)
     if notebook is None:
-        grade.status, grade.detail = INVALID, problem
+        grade.status, grade.detail = RowStatus.INVALID, problem
         return
     name = notebook.metadata.get(METADATA_KEY, {}).get("exercise_notebook")
     if name not in NOTEBOOK_EXERCISES:
-        grade.status = INVALID
+        grade.status = RowStatus.INVALID
         grade.detail = "not a course exercise notebook: submit the file from exercises/, with its metadata intact"
         return
     exercises = NOTEBOOK_EXERCISES[name]
@@ -121,7 +129,7 @@ def _grade_into(
     grade.max_points = sum(exercise.points for exercise in exercises)
     if assignment and name != assignment:
         grade.status, grade.detail = (
-            WRONG_NOTEBOOK,
+            RowStatus.WRONG_NOTEBOOK,
             f"this is {name}; the assignment is {assignment}",
         )
         return
@@ -173,16 +181,16 @@ def _execute_and_grade(
         with tempfile.TemporaryDirectory(prefix="course-tests-") as tests_cwd:
             results, problem = _run_grading_cell(client, name, hidden, limits, Path(tests_cwd))
     if results is None:
-        grade.status = CRASHED
+        grade.status = RowStatus.CRASHED
         grade.detail = "; ".join(part for part in (grade.detail, problem) if part)
         return
     grade.results = results
     for result in results:
         grade.points[result["exercise_id"]] = result["earned"]
-    if grade.status == GRADER_ERROR:  # nothing went wrong while executing
-        grade.status = CELL_ERRORS if grade.cell_errors else OK
-    if client.output_exceeded and grade.status in (OK, CELL_ERRORS):
-        grade.status = OUTPUT_LIMIT
+    if grade.status == RowStatus.GRADER_ERROR:  # nothing went wrong while executing
+        grade.status = RowStatus.CELL_ERRORS if grade.cell_errors else RowStatus.OK
+    if client.output_exceeded and grade.status in (RowStatus.OK, RowStatus.CELL_ERRORS):
+        grade.status = RowStatus.OUTPUT_LIMIT
         grade.detail = (
             f"the notebook printed more than {limits.output_bytes:,} bytes; the rest was dropped"
         )
@@ -211,7 +219,7 @@ def _run_cells(grade: Grade, client: _GradingClient, notebook, deadline: float) 
             continue
         if time.monotonic() >= deadline:
             grade.status, grade.detail = (
-                TIMEOUT,
+                RowStatus.TIMEOUT,
                 f"the notebook's time limit ran out before cell {index}",
             )
             return True
@@ -219,7 +227,7 @@ def _run_cells(grade: Grade, client: _GradingClient, notebook, deadline: float) 
             client.execute_cell(cell, index)
         except CellTimeoutError:
             grade.status, grade.detail = (
-                TIMEOUT,
+                RowStatus.TIMEOUT,
                 f"cell {index} ran past its time limit (an endless loop?)",
             )
             if client.interrupt_until_idle():
@@ -227,7 +235,7 @@ def _run_cells(grade: Grade, client: _GradingClient, notebook, deadline: float) 
             grade.detail += "; the kernel did not respond to interrupts, so nothing could be graded"
             return False
         except DeadKernelError:
-            grade.status = CRASHED
+            grade.status = RowStatus.CRASHED
             grade.detail = f"the kernel died in cell {index} (os._exit, a crash, or out of memory)"
             return False
         errors = [out for out in cell.get("outputs", []) if out.get("output_type") == "error"]

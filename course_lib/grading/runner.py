@@ -12,26 +12,35 @@ import signal
 import sysconfig
 import traceback
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from course_lib.grading.spec import Case, Exercise
 
-PASSED, FAILED, ERROR, NOT_ATTEMPTED, TIMEOUT, MISSING = (
-    "passed",
-    "failed",
-    "error",
-    "not attempted",
-    "timeout",
-    "missing",
-)
+
+class Status(str, Enum):
+    """How a test case, or a whole exercise, went. Compares equal to its text ("passed")."""
+
+    PASSED = "passed"
+    PARTIAL = "partial"  # an exercise with some of its cases passed
+    FAILED = "failed"
+    ERROR = "error"  # the learner's code raised
+    TIMEOUT = "timeout"
+    NOT_ATTEMPTED = "not attempted"  # the function still raises NotImplementedError
+    MISSING = "missing"  # no such function in the submission
+
+    def __str__(self) -> str:
+        return self.value
+
+
 CASE_TIME_LIMIT_SECONDS = 10.0  # per test case, in check() and in the grader
 
 
 @dataclass
 class CaseResult:
     description: str
-    status: str
+    status: Status
     expected: str = ""
     got: str = ""
     hint: str = ""
@@ -43,7 +52,7 @@ class ExerciseResult:
     title: str
     points: float
     earned: float
-    status: str  # passed, partial, failed, not attempted, missing
+    status: Status
     cases: list[CaseResult] = field(default_factory=list)
 
 
@@ -55,15 +64,17 @@ def run_exercise(
 ) -> ExerciseResult:
     """Run ``cases`` against ``learner_object``; points in proportion to the cases passed."""
     if learner_object is None:
-        return ExerciseResult(exercise.id, exercise.title, exercise.points, 0.0, MISSING)
+        return ExerciseResult(exercise.id, exercise.title, exercise.points, 0.0, Status.MISSING)
     results = [_run_case(case, learner_object, time_limit) for case in cases]
-    if results and all(result.status == NOT_ATTEMPTED for result in results):
+    if results and all(result.status == Status.NOT_ATTEMPTED for result in results):
         return ExerciseResult(
-            exercise.id, exercise.title, exercise.points, 0.0, NOT_ATTEMPTED, results
+            exercise.id, exercise.title, exercise.points, 0.0, Status.NOT_ATTEMPTED, results
         )
-    passed = sum(result.status == PASSED for result in results)
+    passed = sum(result.status == Status.PASSED for result in results)
     earned = round(exercise.points * passed / len(results), 2) if results else 0.0
-    status = PASSED if passed == len(results) else ("partial" if passed else FAILED)
+    status = (
+        Status.PASSED if passed == len(results) else (Status.PARTIAL if passed else Status.FAILED)
+    )
     return ExerciseResult(exercise.id, exercise.title, exercise.points, earned, status, results)
 
 
@@ -72,34 +83,34 @@ def _run_case(case: Case, learner_object: Any, time_limit: float) -> CaseResult:
         with _time_limit(time_limit):
             verdict = case.check(learner_object)
     except NotImplementedError:
-        return CaseResult(case.description, NOT_ATTEMPTED)
+        return CaseResult(case.description, Status.NOT_ATTEMPTED)
     except _CaseTimeout:
         return CaseResult(
             case.description,
-            TIMEOUT,
+            Status.TIMEOUT,
             hint=f"your code ran longer than {time_limit:g} s (an endless loop?)",
         )
     except Exception as exc:  # the learner's code raised: report it, do not crash
         return CaseResult(
-            case.description, ERROR, got=f"{type(exc).__name__}: {exc}", hint=_where(exc)
+            case.description, Status.ERROR, got=f"{type(exc).__name__}: {exc}", hint=_where(exc)
         )
-    status = PASSED if verdict.passed else FAILED
+    status = Status.PASSED if verdict.passed else Status.FAILED
     return CaseResult(case.description, status, verdict.expected, verdict.got, verdict.hint)
 
 
 def report(result: ExerciseResult, general_hint: str = "") -> str:
     """The short text ``check()`` prints."""
     head = f"{result.exercise_id} · {result.title}:"
-    if result.status == NOT_ATTEMPTED:
+    if result.status == Status.NOT_ATTEMPTED:
         return f"{head} not attempted yet (the function still raises NotImplementedError)."
-    if result.status == MISSING:
+    if result.status == Status.MISSING:
         return f"{head} missing (no function of that name was defined)."
-    total, passed = len(result.cases), sum(c.status == PASSED for c in result.cases)
+    total, passed = len(result.cases), sum(c.status == Status.PASSED for c in result.cases)
     if passed == total:
         return f"{head} passed ({passed}/{total} cases)."
     lines = [f"{head} {total - passed} of {total} cases failed."]
     for case in result.cases:
-        if case.status == PASSED:
+        if case.status == Status.PASSED:
             continue
         lines.append(f"  ✗ {case.description}: {case.status}")
         if case.expected:

@@ -17,13 +17,26 @@ import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-OK, WARN, FAIL = "ok", "warn", "FAIL"
 DISTRIBUTION = "finetune-course"
+
+
+class Status(str, Enum):
+    """A check's verdict, as the report prints it."""
+
+    OK = "ok"
+    WARN = "warn"  # works, with a caveat the detail explains
+    FAIL = "FAIL"  # the course cannot run until this is fixed
+
+    def __str__(self) -> str:
+        return self.value
+
+
 SETUP_FIX = "run `make venv` in the course folder (or `pip install -r requirements.lock`)"
 
 
@@ -32,7 +45,7 @@ class Check:
     """One line of the doctor's report."""
 
     name: str
-    status: str  # OK, WARN or FAIL
+    status: Status
     detail: str
     fix: str = ""
 
@@ -45,11 +58,11 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return all(check.status != FAIL for check in self.checks)
+        return all(check.status != Status.FAIL for check in self.checks)
 
     @property
     def problems(self) -> list[Check]:
-        return [check for check in self.checks if check.status != OK]
+        return [check for check in self.checks if check.status != Status.OK]
 
     def __getitem__(self, name: str) -> Check:
         for check in self.checks:
@@ -79,7 +92,9 @@ def _run_safely(name: str, check: Callable[[], Check]) -> Check:
     try:
         return check()
     except Exception as exc:  # a check must never crash the doctor
-        return Check(name, FAIL, f"the check itself failed: {type(exc).__name__}: {exc}", SETUP_FIX)
+        return Check(
+            name, Status.FAIL, f"the check itself failed: {type(exc).__name__}: {exc}", SETUP_FIX
+        )
 
 
 # --- the checks, in the order they are printed ---------------------------------------------
@@ -90,17 +105,17 @@ def _python() -> Check:
     where = sys.executable
     if sys.version_info < (3, 10):  # noqa: UP036 (a checkout can be run with any python3)
         return Check(
-            "python", FAIL, f"{version} at {where}", "the course needs Python 3.10 or newer"
+            "python", Status.FAIL, f"{version} at {where}", "the course needs Python 3.10 or newer"
         )
-    return Check("python", OK, f"{version} at {where}")
+    return Check("python", Status.OK, f"{version} at {where}")
 
 
 def _torch() -> Check:
     try:
         import torch
     except Exception as exc:
-        return Check("torch", FAIL, f"cannot be imported ({_first_line(exc)})", SETUP_FIX)
-    return Check("torch", OK, f"{torch.__version__}{_build_note(torch)}")
+        return Check("torch", Status.FAIL, f"cannot be imported ({_first_line(exc)})", SETUP_FIX)
+    return Check("torch", Status.OK, f"{torch.__version__}{_build_note(torch)}")
 
 
 def _torchvision() -> Check:
@@ -108,14 +123,14 @@ def _torchvision() -> Check:
         import torchvision
         from torchvision.ops import nms
     except Exception as exc:
-        return Check("torchvision", FAIL, _torchvision_problem(exc), SETUP_FIX)
+        return Check("torchvision", Status.FAIL, _torchvision_problem(exc), SETUP_FIX)
     import torch
 
     try:  # the C++ operators load lazily: call one to be sure
         nms(torch.zeros(1, 4), torch.ones(1), 0.5)
     except Exception as exc:
-        return Check("torchvision", FAIL, _torchvision_problem(exc), SETUP_FIX)
-    return Check("torchvision", OK, torchvision.__version__)
+        return Check("torchvision", Status.FAIL, _torchvision_problem(exc), SETUP_FIX)
+    return Check("torchvision", Status.OK, torchvision.__version__)
 
 
 def _torchvision_problem(exc: Exception) -> str:
@@ -134,19 +149,23 @@ def _torchvision_problem(exc: Exception) -> str:
 def _jupyterlab() -> Check:
     version = _installed_version("jupyterlab")
     if version is None:
-        return Check("jupyterlab", FAIL, "not installed", SETUP_FIX)
+        return Check("jupyterlab", Status.FAIL, "not installed", SETUP_FIX)
     if Version(version).major != 4:
-        return Check("jupyterlab", FAIL, f"{version}, the course needs JupyterLab 4", SETUP_FIX)
-    return Check("jupyterlab", OK, version)
+        return Check(
+            "jupyterlab", Status.FAIL, f"{version}, the course needs JupyterLab 4", SETUP_FIX
+        )
+    return Check("jupyterlab", Status.OK, version)
 
 
 def _ipywidgets() -> Check:
     version = _installed_version("ipywidgets")
     if version is None:
-        return Check("ipywidgets", FAIL, "not installed", SETUP_FIX)
+        return Check("ipywidgets", Status.FAIL, "not installed", SETUP_FIX)
     if Version(version).major != 8:
-        return Check("ipywidgets", FAIL, f"{version}, the course needs ipywidgets 8", SETUP_FIX)
-    return Check("ipywidgets", OK, version)
+        return Check(
+            "ipywidgets", Status.FAIL, f"{version}, the course needs ipywidgets 8", SETUP_FIX
+        )
+    return Check("ipywidgets", Status.OK, version)
 
 
 def _widgets_render() -> Check:
@@ -154,11 +173,13 @@ def _widgets_render() -> Check:
     name = "widgets in JupyterLab"
     lab_widgets = _installed_version("jupyterlab_widgets")
     if lab_widgets is None:
-        return Check(name, FAIL, "the frontend extension jupyterlab_widgets is missing", SETUP_FIX)
+        return Check(
+            name, Status.FAIL, "the frontend extension jupyterlab_widgets is missing", SETUP_FIX
+        )
     if Version(lab_widgets).major != 3:
         return Check(
             name,
-            FAIL,
+            Status.FAIL,
             f"jupyterlab_widgets {lab_widgets} does not match ipywidgets 8 (needs 3.x): "
             "widgets would show 'Error displaying widget'",
             SETUP_FIX,
@@ -167,13 +188,15 @@ def _widgets_render() -> Check:
     if extension is None:
         return Check(
             name,
-            FAIL,
+            Status.FAIL,
             "jupyterlab_widgets is installed but its labextension files are not where "
             "JupyterLab looks (share/jupyter/labextensions)",
             "reinstall it: `pip install --force-reinstall --no-deps jupyterlab_widgets`",
         )
     return Check(
-        name, OK, f"yes (jupyterlab_widgets {lab_widgets}, extension in {extension.parent.parent})"
+        name,
+        Status.OK,
+        f"yes (jupyterlab_widgets {lab_widgets}, extension in {extension.parent.parent})",
     )
 
 
@@ -185,13 +208,13 @@ def _kernel() -> Check:
 
         argv = KernelSpecManager().get_kernel_spec("python3").argv
     except Exception as exc:
-        return Check(name, FAIL, f"no 'python3' kernel ({_first_line(exc)})", SETUP_FIX)
+        return Check(name, Status.FAIL, f"no 'python3' kernel ({_first_line(exc)})", SETUP_FIX)
     executable = shutil.which(argv[0]) or argv[0]
     if _same_file(executable, sys.executable):
-        return Check(name, OK, f"python3 runs {sys.executable}")
+        return Check(name, Status.OK, f"python3 runs {sys.executable}")
     return Check(
         name,
-        WARN,
+        Status.WARN,
         f"the 'python3' kernel would start {executable}, not this environment's Python",
         "start JupyterLab with `make lab`, which puts the course's venv first on PATH",
     )
@@ -205,10 +228,10 @@ def _device() -> Check:
     try:
         device = pick_device()
     except (ValueError, RuntimeError) as exc:
-        return Check("device", FAIL, str(exc), f"unset {DEVICE_ENV_VAR} or set it to cpu")
+        return Check("device", Status.FAIL, str(exc), f"unset {DEVICE_ENV_VAR} or set it to cpu")
     override = f" (from {DEVICE_ENV_VAR})" if os.environ.get(DEVICE_ENV_VAR) else ""
     threads = f"{torch.get_num_threads()} torch threads on {os.cpu_count()} CPU cores"
-    return Check("device", OK, f"{device}{override}, {threads}")
+    return Check("device", Status.OK, f"{device}{override}, {threads}")
 
 
 def _requirements() -> Check:
@@ -217,7 +240,7 @@ def _requirements() -> Check:
     try:
         declared = metadata.requires(DISTRIBUTION) or []
     except metadata.PackageNotFoundError:
-        return Check(name, FAIL, "the course package is not installed", "run `make venv`")
+        return Check(name, Status.FAIL, "the course package is not installed", "run `make venv`")
     wrong, checked = [], 0
     for line in declared:
         requirement = Requirement(line)
@@ -230,8 +253,8 @@ def _requirements() -> Check:
         elif not requirement.specifier.contains(version, prereleases=True):
             wrong.append(f"{requirement.name} {version} (needs {requirement.specifier})")
     if wrong:
-        return Check(name, FAIL, "; ".join(wrong), SETUP_FIX)
-    return Check(name, OK, f"all {checked} runtime dependencies installed, in range")
+        return Check(name, Status.FAIL, "; ".join(wrong), SETUP_FIX)
+    return Check(name, Status.OK, f"all {checked} runtime dependencies installed, in range")
 
 
 def _offline_data() -> Check:
@@ -243,11 +266,11 @@ def _offline_data() -> Check:
     except Exception as exc:
         return Check(
             "offline data",
-            FAIL,
+            Status.FAIL,
             f"scikit-learn's digits cannot load ({_first_line(exc)})",
             SETUP_FIX,
         )
-    return Check("offline data", OK, f"scikit-learn digits: {len(images)} images")
+    return Check("offline data", Status.OK, f"scikit-learn digits: {len(images)} images")
 
 
 _CHECKS: list[tuple[str, Callable[[], Check]]] = [
