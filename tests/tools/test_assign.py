@@ -8,7 +8,7 @@ from nbclient import NotebookClient
 
 from course_lib.tools.assign import MarkerError, assign, strip_solutions
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXERCISES = sorted((ROOT / "exercises").glob("*.ipynb"))
 
 

@@ -22,7 +22,7 @@ from course_lib.grading.batch import (
 )
 from course_lib.tools.assign import exercise_notebook
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CH1, CH2 = "01_gradient_descent", "02_optimizers"
 
 

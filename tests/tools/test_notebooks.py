@@ -18,7 +18,7 @@ from course_lib.tools.notebooks import (
 )
 from course_lib.tools.provenance import staleness
 
-SANITIZE = Path(__file__).resolve().parents[1] / "nbval_sanitize.cfg"
+SANITIZE = Path(__file__).resolve().parents[2] / "nbval_sanitize.cfg"
 
 
 def write_notebook(path: Path, *cells) -> Path:
