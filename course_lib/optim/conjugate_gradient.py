@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch.optim import Optimizer
@@ -136,7 +138,10 @@ class ConjugateGradient(Optimizer):
                 d, slope, since_restart = -g, -torch.dot(g, g).item(), 0
             alpha = self._initial_step(f, previous_f, g, slope, group["lr"])
             if group["line_search"] == "strong_wolfe":
-                alpha, f_new, g_new = self._strong_wolfe(closure, x, d, f, slope, alpha, group)
+                start = _Trial(0.0, f, slope, None)
+                line = _Line(closure, x, d, start, group["c1"], group["c2"])
+                found = self._strong_wolfe(line, alpha, group["max_evaluations_per_search"])
+                alpha, f_new, g_new = found.alpha, found.phi, found.gradient
             else:
                 f_new, g_new = self._evaluate(closure, x + alpha * d)
             x = x + alpha * d
@@ -175,58 +180,87 @@ class ConjugateGradient(Optimizer):
             return lr * min(1.0, 1.01 / g.norm().item())
         return lr * min(1.0, 1.01 * 2 * (f - previous_f) / slope)
 
-    def _strong_wolfe(self, closure, x, d, f0, slope0, alpha, group):
-        """Nocedal & Wright, Algorithm 3.5: bracket a step, then zoom (Algorithm 3.6)."""
-        c1, c2 = group["c1"], group["c2"]
-        budget = group["max_evaluations_per_search"]
-        previous = (0.0, f0, slope0, None)  # (alpha, f, slope, gradient)
+    def _strong_wolfe(self, line: _Line, alpha: float, budget: int) -> _Trial:
+        """Nocedal & Wright, Algorithm 3.5: bracket a step, then zoom (Algorithm 3.6).
+
+        Along the line, phi(alpha) = f(x + alpha d) and phi'(alpha) = grad f(x + alpha d) . d.
+        The strong Wolfe conditions ask for sufficient decrease, phi(alpha) <= phi(0) + c1
+        alpha phi'(0), and a flat enough slope, |phi'(alpha)| <= c2 |phi'(0)|.
+        """
+        previous = line.start
         for i in range(budget):
-            f_a, g_a = self._evaluate(closure, x + alpha * d)
-            slope_a = torch.dot(g_a, d).item()
-            current = (alpha, f_a, slope_a, g_a)
-            if f_a > f0 + c1 * alpha * slope0 or (i > 0 and f_a >= previous[1]):
-                return self._zoom(
-                    closure, x, d, f0, slope0, previous, current, c1, c2, budget - i - 1
-                )
-            if abs(slope_a) <= -c2 * slope0:
-                return alpha, f_a, g_a
-            if slope_a >= 0:
-                return self._zoom(
-                    closure, x, d, f0, slope0, current, previous, c1, c2, budget - i - 1
-                )
-            next_alpha = _cubic_minimizer(previous[:3], current[:3])
-            low, high = alpha + 0.01 * (alpha - previous[0]), 10 * alpha  # extrapolate
-            previous, alpha = current, min(max(next_alpha, low), high) if next_alpha else high
-        return previous[0], previous[1], previous[3]
+            trial = self._try(line, alpha)
+            if not line.decreases_enough(trial) or (i > 0 and trial.phi >= previous.phi):
+                return self._zoom(line, low=previous, high=trial, budget=budget - i - 1)
+            if line.flat_enough(trial):
+                return trial
+            if trial.slope >= 0:
+                return self._zoom(line, low=trial, high=previous, budget=budget - i - 1)
+            next_alpha = _cubic_minimizer(previous, trial)
+            low, high = alpha + 0.01 * (alpha - previous.alpha), 10 * alpha  # extrapolate
+            previous, alpha = trial, min(max(next_alpha, low), high) if next_alpha else high
+        return previous
 
-    def _zoom(self, closure, x, d, f0, slope0, low, high, c1, c2, budget):
-        """Shrink [low, high] (low: lowest f so far that satisfies the decrease condition)."""
+    def _zoom(self, line: _Line, low: _Trial, high: _Trial, budget: int) -> _Trial:
+        """Shrink the bracket [low, high]; ``low`` is the best point so far that decreases enough."""
         for _ in range(max(budget, 1)):
-            a_low, a_high = low[0], high[0]
-            width = a_high - a_low
-            alpha = _cubic_minimizer(low[:3], high[:3])
-            safe_low, safe_high = sorted((a_low + 0.1 * width, a_high - 0.1 * width))
+            width = high.alpha - low.alpha
+            alpha = _cubic_minimizer(low, high)
+            safe_low, safe_high = sorted((low.alpha + 0.1 * width, high.alpha - 0.1 * width))
             if alpha is None or not safe_low <= alpha <= safe_high:
-                alpha = 0.5 * (a_low + a_high)
-            f_a, g_a = self._evaluate(closure, x + alpha * d)
-            slope_a = torch.dot(g_a, d).item()
-            current = (alpha, f_a, slope_a, g_a)
-            if f_a > f0 + c1 * alpha * slope0 or f_a >= low[1]:
-                high = current
+                alpha = 0.5 * (low.alpha + high.alpha)
+            trial = self._try(line, alpha)
+            if not line.decreases_enough(trial) or trial.phi >= low.phi:
+                high = trial
             else:
-                if abs(slope_a) <= -c2 * slope0:
-                    return alpha, f_a, g_a
-                if slope_a * width >= 0:
+                if line.flat_enough(trial):
+                    return trial
+                if trial.slope * width >= 0:
                     high = low
-                low = current
-        if low[3] is None:  # never left alpha = 0: take the last point tried
-            return current[0], current[1], current[3]
-        return low[0], low[1], low[3]
+                low = trial
+        if low.gradient is None:  # never left alpha = 0: take the last point tried
+            return trial
+        return low
+
+    def _try(self, line: _Line, alpha: float) -> _Trial:
+        """Evaluate f and its gradient at x + alpha d: one evaluation."""
+        loss, gradient = self._evaluate(line.closure, line.x + alpha * line.d)
+        return _Trial(alpha, loss, torch.dot(gradient, line.d).item(), gradient)
 
 
-def _cubic_minimizer(a: tuple[float, float, float], b: tuple[float, float, float]) -> float | None:
-    """Minimizer of the cubic through (alpha, f, f') at two points; None when it has none."""
-    (x1, f1, g1), (x2, f2, g2) = a, b
+class _Trial(NamedTuple):
+    """A point of the line search: alpha, phi(alpha), phi'(alpha) and the full gradient there."""
+
+    alpha: float
+    phi: float
+    slope: float
+    gradient: torch.Tensor | None  # None at alpha = 0, where the search starts
+
+
+@dataclass(frozen=True)
+class _Line:
+    """The line x + alpha d that the search walks, where it starts, and the Wolfe constants."""
+
+    closure: Callable[[], torch.Tensor]
+    x: torch.Tensor
+    d: torch.Tensor
+    start: _Trial
+    c1: float
+    c2: float
+
+    def decreases_enough(self, trial: _Trial) -> bool:
+        """Sufficient decrease (Armijo): phi(alpha) <= phi(0) + c1 alpha phi'(0)."""
+        return trial.phi <= self.start.phi + self.c1 * trial.alpha * self.start.slope
+
+    def flat_enough(self, trial: _Trial) -> bool:
+        """Strong curvature condition: |phi'(alpha)| <= c2 |phi'(0)| (phi'(0) < 0)."""
+        return abs(trial.slope) <= -self.c2 * self.start.slope
+
+
+def _cubic_minimizer(a: _Trial, b: _Trial) -> float | None:
+    """Minimizer of the cubic through (alpha, phi, phi') at two points; None when it has none."""
+    x1, f1, g1 = a.alpha, a.phi, a.slope
+    x2, f2, g2 = b.alpha, b.phi, b.slope
     if x1 == x2:
         return None
     d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
