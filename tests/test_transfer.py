@@ -13,7 +13,9 @@ from course_lib import transfer
 from course_lib.data import Split, digits_splits
 from course_lib.glyphs import glyph_dataset
 from course_lib.lessons.ch05_transfer_study import (
+    CHOSEN_BLOCKS,
     STRATEGIES,
+    fine_tune,
     train_strategy,
     transfer_controls,
     transfer_figure,
@@ -338,7 +340,14 @@ def test_the_explorer_trains_what_its_controls_say(digits16):
     controls = transfer_controls()
     assert set(controls.values()) == {"strategy", "blocks", "per_class", "lr"}
     offered = [strategy for _, strategy in controls["strategy"].options]
-    assert offered == [s for s in STRATEGIES if s != "features (live)"]  # live = cached, slower
+    # live features compute what cached ones do, slower; "layer4 + fc" becomes any chosen blocks
+    assert offered == [
+        "scratch",
+        "features (cached)",
+        CHOSEN_BLOCKS,
+        "all, per-block lr",
+        "gradual unfreezing",
+    ]
     title = transfer_figure(digits16, **controls.values(), steps=10).axes[0].get_title()
     assert title.startswith("fine-tune layer4 + fc, 5 labels/class")
     controls["blocks"].value = ("layer3", "layer4")
@@ -357,3 +366,16 @@ def test_copying_the_bundled_file_elsewhere_keeps_it_loadable(tmp_path, monkeypa
     shutil.copy(BUNDLED_WEIGHTS, copy)
     monkeypatch.setattr(transfer, "BUNDLED_WEIGHTS", copy)
     assert isinstance(load_backbone("bundled"), transfer.SmallResNet)
+
+
+def test_a_strategy_says_what_it_trains_and_keeps_its_ratios_at_another_head_rate():
+    strategy = fine_tune("layer3", "layer4")
+    assert strategy.name == "layer3 + layer4 + fc" and strategy.pretrained
+    model = replace_head(load_backbone("bundled"), 10)
+    groups = strategy.parameter_groups(model, lr=1e-2)
+    assert {group["name"]: group["lr"] for group in groups} == {
+        "fc": 1e-2,
+        "layer3": 1e-2,
+        "layer4": 1e-2,
+    }
+    assert not any(p.requires_grad for p in model.layer2.parameters())  # not named: frozen

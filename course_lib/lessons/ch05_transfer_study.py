@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -40,7 +40,11 @@ from course_lib.transfer import (
 )
 
 __all__ = [
+    "Strategy",
+    "fine_tune",
+    "STRATEGY",
     "STRATEGIES",
+    "CHOSEN_BLOCKS",
     "TransferRun",
     "train_strategy",
     "compare_strategies",
@@ -52,14 +56,6 @@ __all__ = [
     "transfer_figure",
 ]
 
-STRATEGIES = (
-    "scratch",
-    "features (live)",
-    "features (cached)",
-    "layer4 + fc",
-    "all, per-block lr",
-    "gradual unfreezing",
-)
 PER_BLOCK_LR = {
     "fc": 1e-3,
     "layer4": 3e-4,
@@ -69,6 +65,52 @@ PER_BLOCK_LR = {
     "bn1": 1e-4,
     "conv1": 1e-4,
 }
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One way to train on the new task: where the weights start, what trains, at which rates.
+
+    ``learning_rates`` maps each trained block to its rate; the blocks it does not name stay
+    frozen (``param_groups``). Empty means every parameter trains at ``head_lr``. A run may
+    ask for another head rate: every block then keeps its ratio to the head's.
+    """
+
+    name: str
+    pretrained: bool = True
+    learning_rates: Mapping[str, float] = field(default_factory=dict)
+    head_lr: float = 1e-3
+    cached_features: bool = False  # train the head on embeddings computed once
+    gradual: bool = False  # fc first, then layer4 after a third of the epochs, layer3 after two
+
+    def parameter_groups(self, model: nn.Module, lr: float | None = None) -> list[dict]:
+        """The optimizer's groups for ``model``, with the head at ``lr`` (default: ``head_lr``)."""
+        scale = (lr or self.head_lr) / self.head_lr
+        if not self.learning_rates:
+            return [{"params": list(model.parameters()), "lr": self.head_lr * scale}]
+        return param_groups(model, {b: rate * scale for b, rate in self.learning_rates.items()})
+
+
+def fine_tune(*blocks: str) -> Strategy:
+    """Pretrained; the head and ``blocks`` train at 1e-3, every other block stays frozen."""
+    name = " + ".join([*blocks, "fc"])
+    return Strategy(name, learning_rates=dict.fromkeys(["fc", *blocks], 1e-3))
+
+
+_SIX = (
+    Strategy("scratch", pretrained=False),
+    Strategy("features (live)", learning_rates={"fc": 1e-2}, head_lr=1e-2),
+    Strategy("features (cached)", learning_rates={"fc": 1e-2}, head_lr=1e-2, cached_features=True),
+    fine_tune("layer4"),
+    Strategy("all, per-block lr", learning_rates=PER_BLOCK_LR),
+    Strategy(
+        "gradual unfreezing",
+        learning_rates={"fc": 1e-3, "layer4": 1e-3, "layer3": 1e-3 / 3},
+        gradual=True,
+    ),
+)
+STRATEGY = {strategy.name: strategy for strategy in _SIX}
+STRATEGIES = tuple(STRATEGY)  # their names, as the tables and figures show them
 
 
 @dataclass
@@ -114,37 +156,27 @@ class _AccuracyEvery(Callback):
         return False
 
 
-def _model_and_groups(
-    strategy: str, classes: int, epochs: int, lr: float | None, blocks: Sequence[str] | None
-):
+def _model_and_groups(strategy: Strategy, classes: int, epochs: int, lr: float | None):
     """The network, the optimizer's parameter groups and any callbacks of one strategy."""
-    if strategy == "scratch":
-        model = replace_head(load_backbone("small_resnet"), classes)
-        return model, [{"params": list(model.parameters()), "lr": lr or 1e-3}], []
-    model = replace_head(load_backbone("bundled"), classes)
-    if strategy in ("features (live)", "features (cached)"):
-        return model, param_groups(model, {"fc": lr or 1e-2}), []
-    if strategy == "layer4 + fc":
-        trained = blocks if blocks is not None else ("layer4",)
-        return (
-            model,
-            param_groups(model, {"fc": lr or 1e-3, **{b: lr or 1e-3 for b in trained}}),
-            [],
-        )
-    if strategy == "all, per-block lr":
-        scale = (lr or 1e-3) / 1e-3
-        return model, param_groups(model, {b: r * scale for b, r in PER_BLOCK_LR.items()}), []
-    if strategy == "gradual unfreezing":
-        groups = param_groups(
-            model, {"fc": lr or 1e-3, "layer4": lr or 1e-3, "layer3": (lr or 1e-3) / 3}
-        )
-        schedule = {0: ["fc"], max(1, epochs // 3): ["layer4"], max(2, 2 * epochs // 3): ["layer3"]}
-        return model, groups, [GradualUnfreezing(model, schedule)]
-    raise ValueError(f"unknown strategy {strategy!r}; choose one of {list(STRATEGIES)}")
+    backbone = load_backbone("bundled" if strategy.pretrained else "small_resnet")
+    model = replace_head(backbone, classes)
+    groups = strategy.parameter_groups(model, lr)
+    if not strategy.gradual:
+        return model, groups, []
+    schedule = {0: ["fc"], max(1, epochs // 3): ["layer4"], max(2, 2 * epochs // 3): ["layer3"]}
+    return model, groups, [GradualUnfreezing(model, schedule)]
+
+
+def _as_strategy(strategy: str | Strategy) -> Strategy:
+    if isinstance(strategy, Strategy):
+        return strategy
+    if strategy not in STRATEGY:
+        raise ValueError(f"unknown strategy {strategy!r}; choose one of {list(STRATEGIES)}")
+    return STRATEGY[strategy]
 
 
 def train_strategy(
-    strategy: str,
+    strategy: str | Strategy,
     train: Split,
     val: Split,
     test: Split,
@@ -152,23 +184,23 @@ def train_strategy(
     steps: int = 100,
     seed: int = 0,
     lr: float | None = None,
-    blocks: Sequence[str] | None = None,
     curve_every: int | None = None,
 ) -> TransferRun:
-    """Train with one of STRATEGIES for ``steps`` optimizer steps and measure it.
+    """Train with a strategy (a ``Strategy``, or the name of one of STRATEGIES) for ``steps``
+    optimizer steps and measure it.
 
-    ``lr`` replaces the strategy's head learning rate (other blocks keep their ratio to it);
-    ``blocks`` are the backbone blocks "layer4 + fc" trains (default: layer4 only).
+    ``lr`` replaces the strategy's head learning rate (other blocks keep their ratio to it).
     ``curve_every`` records validation accuracy every so many steps (its cost is not counted
     in the seconds per epoch). Epochs are whole, so the steps are rounded up to whole epochs.
     """
     batch_size = min(32, len(train))
     steps_per_epoch = math.ceil(len(train) / batch_size)
     epochs = math.ceil(steps / steps_per_epoch)
+    strategy = _as_strategy(strategy)
     torch.manual_seed(seed)
     classes = int(test.targets.max()) + 1
-    model, groups, callbacks = _model_and_groups(strategy, classes, epochs, lr, blocks)
-    if strategy == "features (cached)":  # from here on, only the head and stored embeddings
+    model, groups, callbacks = _model_and_groups(strategy, classes, epochs, lr)
+    if strategy.cached_features:  # from here on, only the head and stored embeddings
         train, val, test = (extract_features(model, split) for split in (train, val, test))
         model = model.fc
     recorder = _AccuracyEvery(val, curve_every) if curve_every else None
@@ -187,7 +219,7 @@ def train_strategy(
     if recorder:  # take the time spent measuring the curve out of each epoch
         seconds = [s - e for s, e in zip(seconds, recorder.evaluation_seconds, strict=False)]
     return TransferRun(
-        strategy=strategy,
+        strategy=strategy.name,
         test_accuracy=evaluate(model, test)["accuracy"],
         train_accuracy=evaluate(model, train)["accuracy"],
         trainable=trainable_parameters(model),  # at the end (gradual unfreezing adds blocks)
@@ -318,8 +350,8 @@ def transfer_controls():
 
     return Controls(
         strategy=widgets.Dropdown(
-            options=[(_EXPLORER_LABELS.get(s, s), s) for s in STRATEGIES if s != "features (live)"],
-            value="layer4 + fc",
+            options=[(_EXPLORER_LABELS.get(s, s), s) for s in _EXPLORER_STRATEGIES],
+            value=CHOSEN_BLOCKS,
             description="strategy",
         ),
         blocks=widgets.SelectMultiple(
@@ -346,16 +378,18 @@ def transfer_controls():
     )
 
 
+CHOSEN_BLOCKS = "chosen blocks + fc"  # the explorer's strategy: fine_tune(*blocks)
+_EXPLORER_STRATEGIES = ("scratch", "features (cached)", CHOSEN_BLOCKS, *STRATEGIES[4:])
 _EXPLORER_LABELS = {
-    "layer4 + fc": "fine-tune chosen blocks + fc",
-    "features (cached)": "feature extraction",
+    CHOSEN_BLOCKS: "fine-tune chosen blocks + fc",
+    "features (cached)": "feature extraction",  # live features compute the same, slower
 }
 
 
 def transfer_figure(
     splits: tuple[Split, Split, Split],
     *,
-    strategy: str = "layer4 + fc",
+    strategy: str = CHOSEN_BLOCKS,
     blocks: Sequence[str] = ("layer4",),
     per_class: int = 5,
     lr: float = 1e-3,
@@ -364,31 +398,23 @@ def transfer_figure(
 ) -> Figure:
     """Train one strategy once and plot validation accuracy along the way.
 
-    ``blocks`` are the backbone blocks fine-tuned with the head by the "layer4 + fc" strategy
-    (none: the head alone, on a live frozen backbone); ``lr`` is the head's learning rate
-    (other blocks keep their ratio to it; scratch trains everything at ``lr``). The other
-    strategies ignore ``blocks``.
+    ``strategy`` is one of STRATEGIES, or CHOSEN_BLOCKS: fine-tune ``blocks`` with the head
+    (none: the head alone, on a live frozen backbone). ``lr`` is the head's learning rate
+    (other blocks keep their ratio to it; scratch trains everything at ``lr``).
     """
+    chosen = fine_tune(*blocks) if strategy == CHOSEN_BLOCKS else _as_strategy(strategy)
     train, val, test = splits
     labelled = per_class_subset(train, per_class, seed=seed)
-    run = train_strategy(
-        strategy,
-        labelled,
-        val,
-        test,
-        steps=steps,
-        seed=seed,
-        lr=lr,
-        blocks=list(blocks),
-        curve_every=5,
-    )
+    run = train_strategy(chosen, labelled, val, test, steps=steps, seed=seed, lr=lr, curve_every=5)
     figure = Figure(figsize=(6.5, 3.6), layout="constrained")
     axes = figure.subplots()
     steps_seen, accuracy = zip(*run.curve, strict=True)
     axes.plot(steps_seen, accuracy, "o-", color="#08519c")
-    name = _EXPLORER_LABELS.get(strategy, strategy)
-    if strategy == "layer4 + fc":
-        name = "fine-tune " + " + ".join([*blocks, "fc"])
+    name = (
+        "fine-tune " + chosen.name
+        if strategy == CHOSEN_BLOCKS
+        else _EXPLORER_LABELS.get(strategy, strategy)
+    )
     labels = "1 label" if per_class == 1 else f"{per_class} labels"
     axes.set_title(
         f"{name}, {labels}/class: test accuracy {run.test_accuracy:.3f} "
