@@ -1,7 +1,8 @@
-"""Data augmentation on torchvision.transforms.v2: the source's presets, and a grid for a widget.
+"""Data augmentation on torchvision.transforms.v2: the source articles' presets, and a grid.
 
-The source's augmentation is Keras' ``ImageDataGenerator(rescale=1/255, shear_range=0.2,
-zoom_range=0.2, horizontal_flip=True)``. Of the four, only shear, zoom and flip augment:
+The course's source articles (two short articles on model tuning) augment with Keras'
+``ImageDataGenerator(rescale=1/255, shear_range=0.2, zoom_range=0.2, horizontal_flip=True)``.
+Of the four, only shear, zoom and flip augment:
 *rescale* maps pixel values from 0..255 to 0..1 for every image, in training and at test
 time alike. It is input scaling, not augmentation, and the presets keep it separate.
 """
@@ -39,7 +40,7 @@ def shear(intensity: float = 0.2) -> v2.Transform:
 
     Keras' ``shear_range`` was in radians in early Keras 2 and is in degrees since the
     keras-preprocessing rewrite (``shear_range=0.2`` is now 0.2 degrees, next to no shear).
-    This course keeps radians: 0.2 rad is about 11.5 degrees, the strength the source meant.
+    This course keeps radians: 0.2 rad is about 11.5 degrees, the strength the articles meant.
     """
     degrees = math.degrees(intensity)
     return v2.RandomAffine(degrees=0, shear=(-degrees, degrees))
@@ -60,7 +61,7 @@ def horizontal_flip() -> v2.Transform:
 
 
 def source_augmentation() -> v2.Transform:
-    """The source's full pipeline: rescale, then shear 0.2, zoom 0.2 and horizontal flips."""
+    """The source articles' full pipeline: rescale, then shear 0.2, zoom 0.2 and horizontal flips."""
     return augmentation(shear_intensity=0.2, zoom_amount=0.2, flip=True)
 
 

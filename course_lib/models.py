@@ -1,4 +1,7 @@
-"""Small networks built from reusable blocks: the source's "componentized, layered model".
+"""Small networks built from reusable blocks (the "componentized, layered model" of the source).
+
+"The source" here and in the notebooks means the course's source articles: two short articles
+on model tuning and transfer learning that the course started from, and corrects where wrong.
 
 A block is a few layers that belong together (linear or conv, normalization, activation,
 dropout). A model is blocks in a row, then a head. Depth, width, activation, dropout and

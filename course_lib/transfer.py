@@ -1,6 +1,7 @@
 """Transfer learning: a pretrained backbone, a new head, and what to freeze.
 
-The source's recipe, with torchvision's module names so its code runs unchanged::
+The recipe of the course's source articles (two short articles on transfer learning), with
+torchvision's module names so that their code runs unchanged::
 
     model = load_backbone("bundled")                 # pretrained, ships with the course
     model.fc = nn.Linear(model.fc.in_features, 10)   # or replace_head(model, 10)

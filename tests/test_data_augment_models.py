@@ -20,14 +20,10 @@ from course_lib.augment import (
 )
 from course_lib.data import (
     PHOTOS,
-    SHAPES,
-    DownloadRequired,
     digits_splits,
     image_folder,
-    load_dataset,
     per_class_subset,
     sample_photo,
-    shapes_dataset,
     with_wrong_labels,
 )
 from course_lib.lessons.ch04_generalization import augmentation_controls
@@ -47,30 +43,10 @@ def test_digits_splits_are_disjoint_seeded_and_upscaled():
         digits_splits(size=4)
 
 
-def test_shapes_are_seeded_balanced_and_in_range():
-    first, second = shapes_dataset(400, size=24, seed=3), shapes_dataset(400, size=24, seed=3)
-    assert torch.equal(first.inputs, second.inputs) and torch.equal(first.targets, second.targets)
-    assert (
-        first.inputs.shape == (400, 3, 24, 24)
-        and first.inputs.min() >= 0
-        and first.inputs.max() <= 1
-    )
-    assert torch.bincount(first.targets, minlength=len(SHAPES)).min() > 70
-    assert not torch.equal(shapes_dataset(10, seed=4).inputs, shapes_dataset(10, seed=5).inputs)
-
-
 @pytest.mark.parametrize("name", PHOTOS)
 def test_every_shipped_photo_loads_offline(name):
     photo = sample_photo(name, size=100)
     assert photo.dtype == torch.uint8 and photo.shape[0] == 3 and min(photo.shape[1:]) == 100
-
-
-def test_download_only_data_sets_get_a_clear_message_not_a_download():
-    with pytest.raises(DownloadRequired, match="never does at run time.*digits_splits"):
-        load_dataset("MNIST")
-    assert len(load_dataset("digits")) == 3 and len(load_dataset("shapes", count=20)) == 20
-    with pytest.raises(ValueError, match="ships 'digits' and 'shapes'"):
-        load_dataset("pets")
 
 
 def test_image_folder_reads_your_own_photos_and_explains_a_wrong_layout(tmp_path):

@@ -84,7 +84,7 @@ def test_bundled_backbone_matches_its_recorded_hash_and_has_torchvision_names():
         "avgpool",
         "fc",
     ]
-    # the source's own code runs unchanged
+    # the source articles' own code runs unchanged
     model.fc = nn.Linear(model.fc.in_features, 10)
     assert model(torch.zeros(2, 1, 16, 16)).shape == (2, 10)
     assert len(list(model.layer4.parameters())) > 0

@@ -362,9 +362,8 @@ def test_confusion_matrix_counts_every_example_once(digits):
     assert matrix.sum(1).tolist() == torch.bincount(test.targets, minlength=10).tolist()
 
 
-def _augmented_cnn_run(tmp_path, augment, epochs, resume=None, path=None):
+def _augmented_cnn_run(shapes_dataset, augment, epochs, *, path, resume=None):
     """Train a tiny CNN on shapes with ``augment`` and a checkpoint at ``path``; return the model."""
-    from course_lib.data import shapes_dataset
     from course_lib.models import cnn
 
     train, val = shapes_dataset(64, size=16, seed=0), shapes_dataset(32, size=16, seed=1)
@@ -380,7 +379,7 @@ def _augmented_cnn_run(tmp_path, augment, epochs, resume=None, path=None):
         epochs=epochs,
         batch_size=16,
         augment=augment,
-        callbacks=[Checkpoint(path or tmp_path / "a.pt")],
+        callbacks=[Checkpoint(path)],
         resume_from=resume,
         progress=False,
     )
@@ -394,7 +393,7 @@ def _same_weights(a: nn.Module, b: nn.Module) -> bool:
     )
 
 
-def test_augmentation_applies_to_training_batches_only_and_keeps_resume_exact(tmp_path):
+def test_augmentation_applies_to_training_batches_only_and_keeps_resume_exact(tmp_path, shapes):
     from course_lib.augment import augmentation
 
     calls = []
@@ -403,11 +402,11 @@ def test_augmentation_applies_to_training_batches_only_and_keeps_resume_exact(tm
         calls.append(image.shape)
         return augmentation(shear_intensity=0.2, flip=True)(image)
 
-    full = _augmented_cnn_run(tmp_path, counting, 2, path=tmp_path / "full.pt")
+    full = _augmented_cnn_run(shapes, counting, 2, path=tmp_path / "full.pt")
     assert len(calls) == 2 * 64  # every training image once per epoch, no validation image
-    _augmented_cnn_run(tmp_path, counting, 1, path=tmp_path / "half.pt")
+    _augmented_cnn_run(shapes, counting, 1, path=tmp_path / "half.pt")
     resumed = _augmented_cnn_run(
-        tmp_path, counting, 2, resume=tmp_path / "half.pt", path=tmp_path / "half.pt"
+        shapes, counting, 2, resume=tmp_path / "half.pt", path=tmp_path / "half.pt"
     )
     assert _same_weights(full, resumed)
 
@@ -434,15 +433,15 @@ def test_early_stopping_restores_the_best_weights_even_without_stopping(digits):
     )
 
 
-def test_batch_augmentation_in_fit_is_seeded_and_resumes_exactly(tmp_path):
+def test_batch_augmentation_in_fit_is_seeded_and_resumes_exactly(tmp_path, shapes):
     from course_lib.augment import BatchAugmentation
 
     warp = BatchAugmentation(0.2, 0.1, True, 10)
-    full = _augmented_cnn_run(tmp_path, warp, 2, path=tmp_path / "full.pt")
-    _augmented_cnn_run(tmp_path, warp, 1, path=tmp_path / "half.pt")
+    full = _augmented_cnn_run(shapes, warp, 2, path=tmp_path / "full.pt")
+    _augmented_cnn_run(shapes, warp, 1, path=tmp_path / "half.pt")
     resumed = _augmented_cnn_run(
-        tmp_path, warp, 2, resume=tmp_path / "half.pt", path=tmp_path / "half.pt"
+        shapes, warp, 2, resume=tmp_path / "half.pt", path=tmp_path / "half.pt"
     )
-    plain = _augmented_cnn_run(tmp_path, None, 2, path=tmp_path / "plain.pt")
+    plain = _augmented_cnn_run(shapes, None, 2, path=tmp_path / "plain.pt")
     assert _same_weights(full, resumed)
     assert not _same_weights(full, plain)
