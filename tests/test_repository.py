@@ -1,7 +1,10 @@
 """The repository's own promises: pinned environment, CI wired to the README's command."""
 
+import ast
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -93,3 +96,30 @@ def test_binder_installs_the_course():
         and "pip install --no-deps --editable ." in post_build.read_text()
     )
     assert "mybinder.org/v2/gh/" in (ROOT / "README.md").read_text()
+
+
+TOOLKIT_ROOMS_APART = ("course_lib.lessons", "course_lib.grading", "course_lib.tools")
+
+
+def test_the_toolkit_imports_no_lesson_grading_or_tool_module():
+    library = ROOT / "course_lib"
+    rooms = {library / "lessons", library / "grading", library / "tools"}
+    for path in sorted(library.rglob("*.py")):
+        if path.name == "__init__.py" and path.parent == library:
+            continue  # course_lib's own names point at chapter 0's lesson and tools, lazily
+        if any(room in path.parents for room in rooms):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith(TOOLKIT_ROOMS_APART), (
+                    f"{path.relative_to(ROOT)} imports {node.module}: the toolkit stands alone"
+                )
+
+
+def test_the_training_loop_imports_no_widgets():
+    code = (
+        "import sys, course_lib.train; "
+        "print(sorted(m for m in sys.modules if m.startswith(('ipywidgets', 'course_lib.widgets'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
