@@ -146,26 +146,23 @@ def _torchvision_problem(exc: Exception) -> str:
     return f"cannot be imported ({_first_line(exc)})"
 
 
-def _jupyterlab() -> Check:
-    version = _installed_version("jupyterlab")
-    if version is None:
-        return Check("jupyterlab", Status.FAIL, "not installed", SETUP_FIX)
-    if Version(version).major != 4:
-        return Check(
-            "jupyterlab", Status.FAIL, f"{version}, the course needs JupyterLab 4", SETUP_FIX
-        )
-    return Check("jupyterlab", Status.OK, version)
+def _major_version(package: str, title: str, major: int) -> Callable[[], Check]:
+    """A check that ``package`` is installed at major version ``major``."""
+
+    def check() -> Check:
+        version = _installed_version(package)
+        if version is None:
+            return Check(package, Status.FAIL, "not installed", SETUP_FIX)
+        if Version(version).major != major:
+            needed = f"{version}, the course needs {title} {major}"
+            return Check(package, Status.FAIL, needed, SETUP_FIX)
+        return Check(package, Status.OK, version)
+
+    return check
 
 
-def _ipywidgets() -> Check:
-    version = _installed_version("ipywidgets")
-    if version is None:
-        return Check("ipywidgets", Status.FAIL, "not installed", SETUP_FIX)
-    if Version(version).major != 8:
-        return Check(
-            "ipywidgets", Status.FAIL, f"{version}, the course needs ipywidgets 8", SETUP_FIX
-        )
-    return Check("ipywidgets", Status.OK, version)
+_jupyterlab = _major_version("jupyterlab", "JupyterLab", 4)
+_ipywidgets = _major_version("ipywidgets", "ipywidgets", 8)
 
 
 def _widgets_render() -> Check:
