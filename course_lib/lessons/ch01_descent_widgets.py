@@ -85,17 +85,17 @@ def gd_summary(surface: str, lr: float, steps: int, start_x: float, start_y: flo
     return f"After {steps} steps: (x, y) = ({x:.3f}, {y:.3f}), f − f(min) = {gap:.3g}."
 
 
+def _surface_dropdown(surface: str) -> widgets.Dropdown:
+    return widgets.Dropdown(
+        options=list(LANDSCAPES), value=surface, description="surface", style=_STYLE, layout=_LAYOUT
+    )
+
+
 def gd_controls(surface: str = "quadratic bowl", lr: float = 0.05, steps: int = 50) -> Controls:
     """Surface, learning rate (log scale), steps and start point for :func:`gd_figure`."""
     landscape = landscape_named(surface)
     return Controls(
-        surface=widgets.Dropdown(
-            options=list(LANDSCAPES),
-            value=surface,
-            description="surface",
-            style=_STYLE,
-            layout=_LAYOUT,
-        ),
+        surface=_surface_dropdown(surface),
         lr=widgets.FloatLogSlider(
             value=lr,
             base=10,
@@ -171,13 +171,7 @@ def race_controls(
     steps: int = 100,
 ) -> Controls:
     return Controls(
-        surface=widgets.Dropdown(
-            options=list(LANDSCAPES),
-            value=surface,
-            description="surface",
-            style=_STYLE,
-            layout=_LAYOUT,
-        ),
+        surface=_surface_dropdown(surface),
         racers=widgets.SelectMultiple(
             options=list(RACERS),
             value=racers,
