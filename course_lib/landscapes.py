@@ -43,6 +43,8 @@ class Landscape:
     y_range: tuple[float, float]
     start: Point
     log_scale: bool = False  # contour levels on a log scale (for steep valleys)
+    # a gradient-descent learning rate that converges from ``start`` without leaving the window
+    suggested_lr: float = 0.05
 
     def __call__(self, point: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """f at ``point`` (shape ``(..., 2)``), or at ``(point, y)`` given as two tensors."""
@@ -86,7 +88,9 @@ def quadratic_bowl(condition_number: float = 10.0, angle_degrees: float = 0.0) -
 
     return Landscape(
         name=f"quadratic bowl (κ = {kappa:g})",
-        formula="½(u² + κv²)",
+        formula="½(x² + κy²)"
+        if angle_degrees == 0
+        else f"½(u² + κv²), (u, v) = (x, y) turned {angle_degrees:g}°",
         function=bowl,
         minima=((0.0, 0.0),),
         x_range=(-5.0, 5.0),
@@ -106,6 +110,7 @@ def rosenbrock(a: float = 1.0, b: float = 100.0) -> Landscape:
         y_range=(-1.0, 3.0),
         start=(-1.2, 1.0),
         log_scale=True,
+        suggested_lr=0.002,
     )
 
 
@@ -122,6 +127,7 @@ def beale() -> Landscape:
         y_range=(-4.5, 4.5),
         start=(1.0, 1.5),
         log_scale=True,
+        suggested_lr=0.01,
     )
 
 
@@ -141,6 +147,7 @@ def himmelblau() -> Landscape:
         y_range=(-5.0, 5.0),
         start=(0.0, 0.0),
         log_scale=True,
+        suggested_lr=0.01,
     )
 
 
@@ -159,6 +166,7 @@ def saddle() -> Landscape:
         x_range=(-2.0, 2.0),
         y_range=(-1.6, 1.6),
         start=(1.5, 1e-3),
+        suggested_lr=0.1,
     )
 
 
@@ -183,6 +191,7 @@ def six_hump_camel() -> Landscape:
         x_range=(-2.0, 2.0),
         y_range=(-1.1, 1.1),
         start=(-1.5, -0.2),
+        suggested_lr=0.02,
     )
 
 

@@ -57,6 +57,7 @@ def draw_landscape(axes, landscape: Landscape, resolution: int = 160) -> None:
         label="minimum",
     )
     axes.set(xlim=landscape.x_range, ylim=landscape.y_range, xlabel="x", ylabel="y")
+    axes.set_aspect("equal")  # so that gradients cross the contours at right angles, as they do
 
 
 def draw_path(axes, trajectory: Trajectory, label: str, color: str) -> None:

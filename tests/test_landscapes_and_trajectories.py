@@ -8,6 +8,7 @@ from course_lib.lessons.ch01_descent_widgets import (
     RACERS,
     gd_controls,
     gd_figure,
+    gd_run,
     gd_summary,
     race,
     race_controls,
@@ -93,7 +94,23 @@ def test_gd_widget_functions_and_controls():
     seen = []
     controls.observe(lambda change: seen.append(change["new"]))
     controls["surface"].value = "Rosenbrock"
-    assert seen == ["Rosenbrock"]
+    assert "Rosenbrock" in seen
+
+
+@pytest.mark.parametrize("surface", list(LANDSCAPES))
+def test_choosing_a_surface_moves_the_start_window_and_lr_to_ones_that_converge(surface):
+    controls = gd_controls()  # starts on the bowl
+    controls["surface"].value = surface
+    landscape = LANDSCAPES[surface]()
+    start_x, start_y = controls["start_x"], controls["start_y"]
+    assert (start_x.value, start_y.value) == pytest.approx(landscape.start)
+    assert (start_x.min, start_x.max, start_y.min, start_y.max) == (
+        *landscape.x_range,
+        *landscape.y_range,
+    )
+    assert controls["lr"].value == pytest.approx(landscape.suggested_lr)
+    run = gd_run(**controls.values())
+    assert not run.diverged and run.final_loss < run.losses[0]
 
 
 def test_race_runs_every_racer_and_rejects_unknown_names():

@@ -107,3 +107,12 @@ def test_exercises_are_stored_without_outputs_or_solutions():
         for cell in code_cells(read(path)):
             assert cell.outputs == [] and cell.execution_count is None, path
             assert "BEGIN SOLUTION" not in cell.source, path
+
+
+@pytest.mark.parametrize("path", sorted(ROOT.glob("notebooks/*.ipynb")), ids=lambda p: p.name)
+def test_a_chapter_with_exercises_points_to_them_at_the_end(path):
+    exercises = ROOT / "exercises" / path.name
+    if not exercises.exists():
+        pytest.skip("no exercise notebook for this chapter")
+    closing = "".join(cell.source for cell in read(path).cells[-3:])
+    assert f"exercises/{path.name}" in closing, f"end {path.name} with a link to {exercises.name}"

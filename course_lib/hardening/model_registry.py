@@ -15,7 +15,6 @@ pointed before.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -171,6 +170,7 @@ class ModelRegistry:
     def _locked(self, name: str):
         folder = self._folder(name)
         (folder / "versions").mkdir(parents=True, exist_ok=True)
+        fcntl = _fcntl()
         with open(folder / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # waits for any other writer, in any process
             try:
@@ -192,3 +192,15 @@ class ModelRegistry:
     @staticmethod
     def _numbers(registry: dict) -> list[int]:
         return sorted(int(v) for v in registry["versions"])
+
+
+def _fcntl():
+    """POSIX file locks; imported where a write needs them, so reading works everywhere."""
+    try:
+        import fcntl
+    except ImportError:  # Windows has no fcntl
+        raise OSError(
+            "ModelRegistry writes under a POSIX file lock (fcntl), which Windows does not have: "
+            "register and promote models on Linux or macOS (or in WSL); loading works anywhere"
+        ) from None
+    return fcntl

@@ -91,13 +91,19 @@ def _surface_dropdown(surface: str) -> widgets.Dropdown:
     )
 
 
-def gd_controls(surface: str = "quadratic bowl", lr: float = 0.05, steps: int = 50) -> Controls:
-    """Surface, learning rate (log scale), steps and start point for :func:`gd_figure`."""
+def gd_controls(
+    surface: str = "quadratic bowl", lr: float | None = None, steps: int = 50
+) -> Controls:
+    """Surface, learning rate (log scale), steps and start point for :func:`gd_figure`.
+
+    Choosing another surface moves the start sliders to that surface's start and plot window,
+    and the learning rate to one that converges there (``Landscape.suggested_lr``).
+    """
     landscape = landscape_named(surface)
-    return Controls(
+    controls = Controls(
         surface=_surface_dropdown(surface),
         lr=widgets.FloatLogSlider(
-            value=lr,
+            value=lr or landscape.suggested_lr,
             base=10,
             min=-4,
             max=0,
@@ -109,25 +115,36 @@ def gd_controls(surface: str = "quadratic bowl", lr: float = 0.05, steps: int = 
         steps=widgets.IntSlider(
             value=steps, min=1, max=300, description="steps", style=_STYLE, layout=_LAYOUT
         ),
-        start_x=widgets.FloatSlider(
-            value=landscape.start[0],
-            min=-5,
-            max=5,
-            step=0.1,
-            description="start x",
-            style=_STYLE,
-            layout=_LAYOUT,
-        ),
-        start_y=widgets.FloatSlider(
-            value=landscape.start[1],
-            min=-5,
-            max=5,
-            step=0.1,
-            description="start y",
-            style=_STYLE,
-            layout=_LAYOUT,
-        ),
+        start_x=_start_slider("start x", landscape.x_range, landscape.start[0]),
+        start_y=_start_slider("start y", landscape.y_range, landscape.start[1]),
     )
+    controls["surface"].observe(lambda change: _follow_surface(controls, change["new"]), "value")
+    return controls
+
+
+def _start_slider(description: str, window: tuple[float, float], start: float):
+    low, high = window
+    return widgets.FloatSlider(
+        value=start,
+        min=low,
+        max=high,
+        step=0.01,
+        description=description,
+        style=_STYLE,
+        layout=_LAYOUT,
+    )
+
+
+def _follow_surface(controls: Controls, surface: str) -> None:
+    """Another surface: its start point, its plot window, a learning rate that converges there."""
+    landscape = landscape_named(surface)
+    sliders = (("start_x", landscape.x_range, 0), ("start_y", landscape.y_range, 1))
+    for name, (low, high), axis in sliders:
+        slider = controls[name]
+        slider.min, slider.max = min(slider.min, low), max(slider.max, high)  # widen first
+        slider.value = landscape.start[axis]
+        slider.min, slider.max = low, high
+    controls["lr"].value = landscape.suggested_lr
 
 
 # --- chapter 2: the optimizer race -----------------------------------------------------------

@@ -119,6 +119,7 @@ class TransferRun:
 
     strategy: str
     test_accuracy: float
+    val_accuracy: float  # at the end: what a learner tuning may look at
     train_accuracy: float  # on the labelled examples it trained on
     trainable: int
     seconds_per_epoch: float  # median over epochs, training only (evaluation time taken out)
@@ -221,6 +222,7 @@ def train_strategy(
     return TransferRun(
         strategy=strategy.name,
         test_accuracy=evaluate(model, test)["accuracy"],
+        val_accuracy=evaluate(model, val)["accuracy"],
         train_accuracy=evaluate(model, train)["accuracy"],
         trainable=trainable_parameters(model),  # at the end (gradual unfreezing adds blocks)
         seconds_per_epoch=statistics.median(seconds),
@@ -398,6 +400,9 @@ def transfer_figure(
 ) -> Figure:
     """Train one strategy once and plot validation accuracy along the way.
 
+    The title gives the validation accuracy at the end, not the test accuracy: a learner
+    tuning with the explorer chooses on validation data, and reads the test set once.
+
     ``strategy`` is one of STRATEGIES, or CHOSEN_BLOCKS: fine-tune ``blocks`` with the head
     (none: the head alone, on a live frozen backbone). ``lr`` is the head's learning rate
     (other blocks keep their ratio to it; scratch trains everything at ``lr``).
@@ -417,7 +422,7 @@ def transfer_figure(
     )
     labels = "1 label" if per_class == 1 else f"{per_class} labels"
     axes.set_title(
-        f"{name}, {labels}/class: test accuracy {run.test_accuracy:.3f} "
+        f"{name}, {labels}/class: validation accuracy {run.val_accuracy:.3f} "
         f"({run.trainable:,} parameters trained)",
         fontsize=10,
     )

@@ -127,3 +127,13 @@ def test_a_process_killed_mid_register_leaves_the_registry_usable(tmp_path, kill
         "champion": [1]
     }
     assert registry.register(weights(2), "digits") == 2  # the lock died with the process
+
+
+def test_without_posix_locks_writing_says_why_and_reading_still_works(tmp_path, monkeypatch):
+    registry = ModelRegistry(tmp_path)
+    registry.register({"fc.weight": torch.ones(2, 2)}, "digits")
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # as on Windows: `import fcntl` fails
+    with pytest.raises(OSError, match="Windows does not have"):
+        registry.register({"fc.weight": torch.zeros(2, 2)}, "digits")
+    state, metadata = registry.load("digits@1")
+    assert torch.equal(state["fc.weight"], torch.ones(2, 2)) and metadata["version"] == 1
