@@ -43,7 +43,7 @@ class Landscape:
     y_range: tuple[float, float]
     start: Point
     log_scale: bool = False  # contour levels on a log scale (for steep valleys)
-    # a gradient-descent learning rate that converges from ``start`` without leaving the window
+    # a gradient-descent learning rate that descends steadily from ``start`` without diverging
     suggested_lr: float = 0.05
 
     def __call__(self, point: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -90,7 +90,7 @@ def quadratic_bowl(condition_number: float = 10.0, angle_degrees: float = 0.0) -
         name=f"quadratic bowl (κ = {kappa:g})",
         formula="½(x² + κy²)"
         if angle_degrees == 0
-        else f"½(u² + κv²), (u, v) = (x, y) turned {angle_degrees:g}°",
+        else f"½(u² + κv²), valley axes turned {angle_degrees:g}°",
         function=bowl,
         minima=((0.0, 0.0),),
         x_range=(-5.0, 5.0),
@@ -110,7 +110,7 @@ def rosenbrock(a: float = 1.0, b: float = 100.0) -> Landscape:
         y_range=(-1.0, 3.0),
         start=(-1.2, 1.0),
         log_scale=True,
-        suggested_lr=0.002,
+        suggested_lr=0.0015,  # below 2/L at the minimum, where L is about 1000
     )
 
 

@@ -18,7 +18,8 @@ text); the logic stays testable without a browser::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import ipywidgets as widgets
 
@@ -30,6 +31,7 @@ class Controls:
         if not controls:
             raise ValueError("Controls needs at least one control, got none")
         self.controls = controls
+        self._muted = False
         self.box = widgets.VBox(list(controls.values()))
 
     def values(self) -> dict:
@@ -37,9 +39,26 @@ class Controls:
         return {name: control.value for name, control in self.controls.items()}
 
     def observe(self, callback: Callable[[dict], None]) -> None:
-        """Call ``callback(change)`` whenever the value of any control changes."""
+        """Call ``callback(change)`` whenever the value of any control changes.
+
+        Changes made inside :meth:`muted` do not call it.
+        """
+
+        def unless_muted(change: dict) -> None:
+            if not self._muted:
+                callback(change)
+
         for control in self.controls.values():
-            control.observe(callback, names="value")
+            control.observe(unless_muted, names="value")
+
+    @contextmanager
+    def muted(self) -> Iterator[None]:
+        """Change several controls at once; observers hear only what happens after the block."""
+        self._muted = True
+        try:
+            yield
+        finally:
+            self._muted = False
 
     def __getitem__(self, name: str) -> widgets.ValueWidget:
         return self.controls[name]

@@ -97,13 +97,14 @@ def gd_controls(
     """Surface, learning rate (log scale), steps and start point for :func:`gd_figure`.
 
     Choosing another surface moves the start sliders to that surface's start and plot window,
-    and the learning rate to one that converges there (``Landscape.suggested_lr``).
+    and the learning rate to one that descends steadily from there (``Landscape.suggested_lr``).
+    Observers hear one change, the surface's, once every control agrees with it.
     """
     landscape = landscape_named(surface)
     controls = Controls(
         surface=_surface_dropdown(surface),
         lr=widgets.FloatLogSlider(
-            value=lr or landscape.suggested_lr,
+            value=lr if lr is not None else landscape.suggested_lr,
             base=10,
             min=-4,
             max=0,
@@ -129,6 +130,7 @@ def _start_slider(description: str, window: tuple[float, float], start: float):
         min=low,
         max=high,
         step=0.01,
+        readout_format=".3f",  # the saddle starts at y = 0.001, which must not read as 0
         description=description,
         style=_STYLE,
         layout=_LAYOUT,
@@ -136,15 +138,16 @@ def _start_slider(description: str, window: tuple[float, float], start: float):
 
 
 def _follow_surface(controls: Controls, surface: str) -> None:
-    """Another surface: its start point, its plot window, a learning rate that converges there."""
+    """Another surface: its start point, its plot window, a learning rate suited to it."""
     landscape = landscape_named(surface)
     sliders = (("start_x", landscape.x_range, 0), ("start_y", landscape.y_range, 1))
-    for name, (low, high), axis in sliders:
-        slider = controls[name]
-        slider.min, slider.max = min(slider.min, low), max(slider.max, high)  # widen first
-        slider.value = landscape.start[axis]
-        slider.min, slider.max = low, high
-    controls["lr"].value = landscape.suggested_lr
+    with controls.muted():  # the redraw for the surface itself comes after, with all in place
+        for name, (low, high), axis in sliders:
+            slider = controls[name]
+            slider.min, slider.max = min(slider.min, low), max(slider.max, high)  # widen first
+            slider.value = landscape.start[axis]
+            slider.min, slider.max = low, high
+        controls["lr"].value = landscape.suggested_lr
 
 
 # --- chapter 2: the optimizer race -----------------------------------------------------------
