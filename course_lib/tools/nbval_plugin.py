@@ -43,10 +43,11 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     if not getattr(config.option, "nbval", False):
         return None
     notebooks = _notebooks_among(config.args)
-    tolerant = [path for path in notebooks if _differences(str(path))]
+    differences = {path: _differences(nbformat.read(path, as_version=4)) for path in notebooks}
+    tolerant = [path for path in notebooks if differences[path]]
     if not tolerant:
         return [f"course: {len(notebooks)} notebooks compared exactly (this machine matches)"]
-    reasons = sorted({reason for path in tolerant for reason in _differences(str(path))})
+    reasons = sorted({reason for path in tolerant for reason in differences[path]})
     return [
         f"course: {len(tolerant)} of {len(notebooks)} notebooks compared with tolerance, "
         "because this machine differs from the one that refreshed them:",
@@ -56,7 +57,10 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if _is_nbval_cell(item) and _differences(str(item.path)):
+        if not _is_nbval_cell(item):
+            continue
+        item.course_differences = _differences(item.parent.nb)  # nbval has read the notebook
+        if item.course_differences:
             item.compare_outputs = types.MethodType(_compare_with_tolerance, item)
 
 
@@ -64,7 +68,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_runtest_call(item: pytest.Item) -> None:
     if not (_is_nbval_cell(item) and item.options.get("check")):
         return
-    if _differences(str(item.path)):
+    if item.course_differences:
         return  # images were compared, with tolerance, by _compare_with_tolerance
     stored = png_digests(item.cell.get("outputs", []))
     fresh = png_digests(getattr(item, "test_outputs", []))
@@ -77,21 +81,19 @@ def _compare_with_tolerance(item, test, ref, skip_compare=None) -> bool:
     problems = output_comparison.compare_outputs(ref, test, item.sanitize)
     item.comparison_traceback = [
         "Outputs compared with tolerance, because this machine differs from the refresh "
-        "machine (" + "; ".join(_differences(str(item.path))[:3]) + "):",
+        "machine (" + "; ".join(item.course_differences[:3]) + "):",
         *(f"  {problem}" for problem in problems),
     ]
     return not problems
 
 
-@functools.cache
-def _differences(path: str) -> tuple[str, ...]:
-    """Why outputs of the notebook at ``path`` cannot be compared exactly here (() if they can)."""
+def _differences(notebook: nbformat.NotebookNode) -> tuple[str, ...]:
+    """Why the notebook's outputs cannot be compared exactly here (() if they can)."""
     mode = os.environ.get(_MODE_VARIABLE, "")
     if mode == "exact":
         return ()
     if mode == "tolerant":
         return (f"{_MODE_VARIABLE}=tolerant",)
-    notebook = nbformat.read(path, as_version=4)
     stored = notebook.metadata.get(provenance.METADATA_KEY, {}).get("machine")
     return tuple(provenance.machine_differences(stored, _this_machine()))
 

@@ -40,6 +40,13 @@ def training_kit(seed=0):
     return model, optimizer, schedule
 
 
+def fit_one_epoch(model, data, loss_fn):
+    """One epoch of plain SGD: enough for the input checks that run before training."""
+    return fit(
+        model, data, optimizer=torch.optim.SGD(model.parameters()), loss_fn=loss_fn, epochs=1
+    )
+
+
 def test_resume_gives_exactly_the_weights_of_an_uninterrupted_run(digits, tmp_path):
     train, val = digits
     model, optimizer, schedule = training_kit()
@@ -213,13 +220,7 @@ def test_wrong_number_of_outputs_names_the_shapes(digits):
     train, _ = digits
     model = nn.Linear(64, 5)  # 10 classes need 10 outputs
     with pytest.raises(ValueError, match="go up to class 9, but the model outputs only 5 scores"):
-        fit(
-            model,
-            train,
-            optimizer=torch.optim.SGD(model.parameters()),
-            loss_fn=nn.CrossEntropyLoss(),
-            epochs=1,
-        )
+        fit_one_epoch(model, train, nn.CrossEntropyLoss())
 
 
 def test_bce_with_class_indices_says_use_cross_entropy(digits):
@@ -228,13 +229,7 @@ def test_bce_with_class_indices_says_use_cross_entropy(digits):
     with pytest.raises(
         ValueError, match="needs float targets.*For 10 classes use nn.CrossEntropyLoss"
     ):
-        fit(
-            model,
-            train,
-            optimizer=torch.optim.SGD(model.parameters()),
-            loss_fn=nn.BCEWithLogitsLoss(),
-            epochs=1,
-        )
+        fit_one_epoch(model, train, nn.BCEWithLogitsLoss())
 
 
 def test_mismatched_regression_shapes_are_named():
@@ -243,13 +238,7 @@ def test_mismatched_regression_shapes_are_named():
     with pytest.raises(
         ValueError, match=r"output of shape \(2, 4\) but the targets have shape \(2, 2\)"
     ):
-        fit(
-            model,
-            (inputs, targets),
-            optimizer=torch.optim.SGD(model.parameters()),
-            loss_fn=nn.MSELoss(),
-            epochs=1,
-        )
+        fit_one_epoch(model, (inputs, targets), nn.MSELoss())
 
 
 def test_nan_loss_stops_and_reports_step_and_lr():
@@ -280,13 +269,7 @@ def test_regression_target_missing_a_dimension_is_caught_not_broadcast():
     inputs, targets = torch.randn(20, 3), torch.randn(20)  # (N,) targets vs (N, 1) outputs
     model = nn.Linear(3, 1)
     with pytest.raises(ValueError, match="would broadcast"):
-        fit(
-            model,
-            (inputs, targets),
-            optimizer=torch.optim.SGD(model.parameters()),
-            loss_fn=nn.MSELoss(),
-            epochs=1,
-        )
+        fit_one_epoch(model, (inputs, targets), nn.MSELoss())
 
 
 @pytest.mark.parametrize(
@@ -300,13 +283,7 @@ def test_regression_target_missing_a_dimension_is_caught_not_broadcast():
 def test_bad_datasets_are_refused_clearly(data, message):
     model = nn.Linear(64, 10)
     with pytest.raises((ValueError, TypeError), match=message):
-        fit(
-            model,
-            data,
-            optimizer=torch.optim.SGD(model.parameters()),
-            loss_fn=nn.CrossEntropyLoss(),
-            epochs=1,
-        )
+        fit_one_epoch(model, data, nn.CrossEntropyLoss())
 
 
 def test_progress_bar_can_be_switched_off(digits, capsys):
@@ -330,13 +307,7 @@ def test_unattached_head_is_caught(digits):
     with pytest.raises(
         ValueError, match="outputs 64 scores.*only 10 classes: is the classification head attached"
     ):
-        fit(
-            backbone,
-            train,
-            optimizer=torch.optim.SGD(backbone.parameters()),
-            loss_fn=nn.CrossEntropyLoss(),
-            epochs=1,
-        )
+        fit_one_epoch(backbone, train, nn.CrossEntropyLoss())
 
 
 def test_learning_rate_finder_leaves_the_model_alone_and_suggests_a_sane_rate(digits):
