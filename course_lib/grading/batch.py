@@ -26,6 +26,7 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
+from course_lib.grading import reaper
 from course_lib.tools.assign import METADATA_KEY
 
 
@@ -46,6 +47,7 @@ class RowStatus(str, Enum):
 
 
 HIDDEN_TESTS_ENV = "COURSE_HIDDEN_TESTS"
+SETUP_TIMEOUT_SECONDS = 120  # for importing the grading code (and torch) into a kernel
 _DEFAULT_HIDDEN = Path(__file__).with_name("data") / "hidden_cases.json"
 
 
@@ -101,9 +103,10 @@ def grade_submission(
     started = time.monotonic()
     grade = Grade(submission=path.name, student=student_id(path), status=RowStatus.GRADER_ERROR)
     try:
-        _grade_into(
-            grade, path, limits, assignment, load_hidden_tests() if hidden is None else hidden
-        )
+        with reaper.no_leftovers():  # nothing the submission started survives its grading
+            _grade_into(
+                grade, path, limits, assignment, load_hidden_tests() if hidden is None else hidden
+            )
     except Exception as exc:  # the grader's own failure: still a row, still a message
         grade.status, grade.detail = RowStatus.GRADER_ERROR, f"{type(exc).__name__}: {exc}"
     grade.seconds = round(time.monotonic() - started, 2)
@@ -175,11 +178,14 @@ def _execute_and_grade(
         store_widget_state=False,
     )
     with client.setup_kernel():  # the kernel starts in resources' path: workdir
-        _load_grading_code(client)
-        if not _run_cells(grade, client, notebook, deadline):
-            return
-        with tempfile.TemporaryDirectory(prefix="course-tests-") as tests_cwd:
-            results, problem = _run_grading_cell(client, name, hidden, limits, Path(tests_cwd))
+        try:
+            _load_grading_code(client)
+            if not _run_cells(grade, client, notebook, deadline):
+                return
+            with tempfile.TemporaryDirectory(prefix="course-tests-") as tests_cwd:
+                results, problem = _run_grading_cell(client, name, hidden, limits, Path(tests_cwd))
+        finally:
+            _kill_what_the_kernel_started(client)
     if results is None:
         grade.status = RowStatus.CRASHED
         grade.detail = "; ".join(part for part in (grade.detail, problem) if part)
@@ -196,6 +202,17 @@ def _execute_and_grade(
         )
 
 
+def _kill_what_the_kernel_started(client: _GradingClient) -> None:
+    """Kill the kernel's descendants while they are still attached to it (every platform).
+
+    Shutting the kernel down stops its own process group only. Processes that left it (a new
+    session) and were orphaned are caught afterwards by ``reaper.no_leftovers`` (Linux).
+    """
+    process = getattr(getattr(client.km, "provisioner", None), "process", None)
+    if process is not None and process.poll() is None:
+        reaper.kill_descendants(process.pid)
+
+
 def _load_grading_code(client: _GradingClient) -> None:
     """Import the tests (and torch) before any learner code runs.
 
@@ -206,10 +223,14 @@ def _load_grading_code(client: _GradingClient) -> None:
         "import course_lib.grading.exercise_index, course_lib.grading.runner"
     )
     client.nb.cells.insert(0, setup)
+    # The grader's own imports (torch) are not the learner's time: on a busy machine they can
+    # take longer than a learner's cell may.
+    saved, client.timeout_func = client.timeout_func, lambda cell: SETUP_TIMEOUT_SECONDS
     try:
         client.execute_cell(setup, 0)
     finally:
         client.nb.cells.pop(0)
+        client.timeout_func = saved
 
 
 def _run_cells(grade: Grade, client: _GradingClient, notebook, deadline: float) -> bool:

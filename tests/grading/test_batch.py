@@ -6,6 +6,7 @@ One batch run (module fixture) grades all of them in parallel; each test checks 
 import csv
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -57,8 +58,26 @@ def replaced(notebook: nbformat.NotebookNode, old: str, new: str) -> nbformat.No
     return notebook
 
 
-def build_submissions(folder: Path) -> dict[str, Path]:
+def escaping_processes(pid_folder: Path) -> dict[str, nbformat.NotebookNode]:
+    """Submissions that start a process the kernel's shutdown would not stop; each writes its pid."""
+    attached = (
+        "import subprocess\n"
+        "sleeper = subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
+        f"open({str(pid_folder / 'attached')!r}, 'w').write(str(sleeper.pid))"
+    )
+    orphaned = (  # bash exits at once: the sleeper is an orphan in a session of its own
+        "import subprocess\n"
+        f"subprocess.run(['bash', '-c', 'setsid sleep 300 & echo $! > {pid_folder / 'orphaned'}'])"
+    )
+    return {
+        "newsession__01.ipynb": with_cell(solved(CH1), attached),
+        "daemon__01.ipynb": with_cell(solved(CH1), orphaned),
+    }
+
+
+def build_submissions(folder: Path, pid_folder: Path) -> dict[str, Path]:
     notebooks = {
+        **escaping_processes(pid_folder),
         "full1__01.ipynb": solved(CH1),
         "full2__02.ipynb": solved(CH2),
         "untouched__01.ipynb": untouched(CH1),
@@ -99,7 +118,8 @@ def build_submissions(folder: Path) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory):
     folder = tmp_path_factory.mktemp("submissions")
-    build_submissions(folder)
+    pid_folder = tmp_path_factory.mktemp("pids")
+    build_submissions(folder, pid_folder)
     limits = Limits(cell_timeout=10, wall_limit=90, output_bytes=5_000_000)
     started = time.monotonic()
     # Two assignments in one folder: grade chapter 1 with --assignment, chapter 2 on its own.
@@ -114,7 +134,7 @@ def batch(tmp_path_factory):
     write_gradebook(grades, out)
     print(f"\n{len(grades)} submissions graded in {seconds:.1f} s")
     print(out.read_text())
-    return {grade.submission: grade for grade in grades}, out, folder
+    return {grade.submission: grade for grade in grades}, out, folder, pid_folder
 
 
 def row(batch, name):
@@ -170,7 +190,7 @@ def test_hundreds_of_megabytes_of_output_are_capped(batch):
 
 
 def test_deleting_files_around_it_harms_nobody_else(batch):
-    grades, gradebook, folder = batch
+    grades, gradebook, folder, _ = batch
     assert (
         grades["deleter__01.ipynb"].status == RowStatus.OK
         and grades["deleter__01.ipynb"].total == 2
@@ -192,6 +212,26 @@ def test_broken_files_are_invalid_with_a_reason(batch, name, words):
     assert grade.status == RowStatus.INVALID and words in grade.detail
 
 
+def running(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, dead but not yet reaped, does not count)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="subreaper and /proc: Linux")
+@pytest.mark.parametrize(
+    "name, pid_file", [("newsession__01.ipynb", "attached"), ("daemon__01.ipynb", "orphaned")]
+)
+def test_no_process_a_submission_starts_outlives_its_grading(batch, name, pid_file):
+    grades, _, _, pid_folder = batch
+    assert grades[name].status == RowStatus.OK and grades[name].total == 2, grades[name].detail
+    pid = int((pid_folder / pid_file).read_text())
+    assert not running(pid), f"{name}: process {pid} still runs after grading"
+
+
 def test_notebook_of_another_chapter_is_refused(batch):
     grade = row(batch, "otherchapter__02.ipynb")
     assert (
@@ -207,9 +247,9 @@ def test_two_submissions_of_one_student_both_graded_latest_counts(batch):
 
 
 def test_gradebook_has_one_row_per_submission(batch):
-    grades, gradebook, _ = batch
+    grades, gradebook, _, _ = batch
     rows = list(csv.DictReader(gradebook.open()))
-    assert len(rows) == len(grades) == 15
+    assert len(rows) == len(grades) == 17
     assert {"student", "submission", "counted", "status", "ch1.gd_step", "total"} <= set(rows[0])
 
 
