@@ -1,5 +1,5 @@
 # finetune-course: every task a learner, an instructor or CI needs is a target here.
-#   make lab        set up (first time only) and start JupyterLab on notebooks/
+#   make lab        set up (first time only) and start JupyterLab at chapter 00
 #   make test       set up (first time only) and run the whole test suite
 # Variables you may override: VENV (reuse one venv across clones), PYTHON, HOST, PORT.
 
@@ -45,8 +45,9 @@ venv:  ## create .venv from the lock (rebuilt when the lock changes, reused othe
 	  "$(PY)" -m pip install --quiet --no-deps --editable .; \
 	fi
 
-lab: venv  ## start JupyterLab on notebooks/ (loopback, token auth; HOST=... PORT=... to change)
-	$(RUN) jupyter lab --notebook-dir=notebooks --ServerApp.ip=$(HOST) --ServerApp.port=$(PORT) --no-browser $(ALLOW_ROOT)
+# Rooted at the course folder, so exercises/ and solutions/ are reachable too; opens chapter 00.
+lab: venv  ## start JupyterLab at chapter 00 (loopback, token auth; HOST=... PORT=... to change)
+	$(RUN) jupyter lab --notebook-dir=. --LabApp.default_url=/lab/tree/notebooks/00_start_here.ipynb --ServerApp.ip=$(HOST) --ServerApp.port=$(PORT) --no-browser $(ALLOW_ROOT)
 
 doctor: venv  ## check the environment and say how to fix what is broken
 	$(RUN) course doctor

@@ -5,9 +5,10 @@ The loss is ``f(w) = (w - 3)^2``, with its minimum at ``w* = 3`` and gradient
 
     w_{t+1} = w_t - lr * f'(w_t)
 
-so the distance to the minimum is multiplied by ``(1 - 2 lr)`` at every step: it shrinks
-for ``0 < lr < 1``, flips sign (oscillates) for ``0.5 < lr < 1``, and grows (diverges) for
-``lr > 1``.
+so the offset from the minimum, ``w - 3``, is multiplied by ``(1 - 2 lr)`` at every step, and
+the distance ``|w - 3|`` by ``|1 - 2 lr|``: it shrinks for ``0 < lr < 1``, flips sign
+(oscillates) for ``0.5 < lr < 1``, and grows (diverges) for ``lr > 1``. The 2 is the curvature
+``f''(w)``: on a curve of curvature c the factor is ``1 - lr c``.
 """
 
 from __future__ import annotations
@@ -47,22 +48,19 @@ def descend_parabola(lr: float, steps: int, start: float) -> np.ndarray:
 def describe_descent(lr: float) -> str:
     """One sentence on what this learning rate does on the parabola, from ``1 - 2 lr``."""
     factor = 1.0 - 2.0 * lr
+    offset = f"lr = {lr:g}: the offset w - 3 is multiplied by {factor:+.2f} at every step"
     if abs(factor) < 1e-12:
-        return f"lr = {lr:g}: the distance to the minimum is multiplied by 0, one step lands on it."
+        return (
+            f"lr = {lr:g}: the offset w - 3 is multiplied by 0, so one step lands on the minimum."
+        )
     if abs(abs(factor) - 1.0) < 1e-12:
-        return (
-            f"lr = {lr:g}: the distance to the minimum is multiplied by {factor:+.2f} "
-            "at every step, so it never shrinks: w bounces between two points forever."
-        )
+        return f"{offset}, so the distance never shrinks: w bounces between two points forever."
     if abs(factor) > 1:
-        return (
-            f"lr = {lr:g}: the distance to the minimum is multiplied by {factor:+.2f} "
-            "at every step, so it grows: gradient descent diverges."
-        )
-    shape = "oscillating around it" if factor < 0 else "from one side"
+        return f"{offset}, so the distance grows by {abs(factor):.2f}x: gradient descent diverges."
+    shape = "zig-zagging across the minimum" if factor < 0 else "from one side"
     return (
-        f"lr = {lr:g}: the distance to the minimum is multiplied by {factor:+.2f} "
-        f"at every step, so it shrinks {shape}: gradient descent converges."
+        f"{offset}, so the distance shrinks by {abs(factor):.2f}x, {shape}: "
+        "gradient descent converges."
     )
 
 
@@ -78,11 +76,17 @@ def descent_figure(lr: float, steps: int, start: float) -> Figure:
     on_curve.plot(w, parabola_loss(w), color="0.6", label="loss f(w) = (w - 3)²")
     on_curve.plot(path, losses, "o-", color="tab:red", markersize=4, label="gradient-descent path")
     on_curve.plot([start], [parabola_loss(start)], "s", color="black", label="start")
+    on_curve.axvline(MINIMUM, color="tab:green", linestyle=":", label="minimum w* = 3")
     on_curve.set(xlabel="parameter w", ylabel="loss f(w)", title=f"Path with lr = {lr:g}")
-    on_curve.legend(loc="upper center", fontsize=8)
+    on_curve.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
 
-    per_step.semilogy(np.arange(len(losses)), np.maximum(losses, 1e-16), "o-", markersize=3)
-    per_step.set(xlabel="step", ylabel="loss (log scale)", title="Loss per step")
+    # A loss of exactly 0 (lr = 0.5 lands on the minimum) has no place on a log axis: those
+    # steps are left out, and the title says so.
+    steps_axis = np.arange(len(losses))
+    positive = losses > 0
+    per_step.semilogy(steps_axis[positive], losses[positive], "o-", markersize=3)
+    title = "Loss per step" + ("" if positive.all() else " (0 from then on: not drawn)")
+    per_step.set(xlabel="step", ylabel="loss (log scale)", title=title)
     per_step.grid(True, which="both", alpha=0.3)
     return figure
 

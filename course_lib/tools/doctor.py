@@ -227,7 +227,9 @@ def _device() -> Check:
     except (ValueError, RuntimeError) as exc:
         return Check("device", Status.FAIL, str(exc), f"unset {DEVICE_ENV_VAR} or set it to cpu")
     override = f" (from {DEVICE_ENV_VAR})" if os.environ.get(DEVICE_ENV_VAR) else ""
-    threads = f"{torch.get_num_threads()} torch threads on {os.cpu_count()} CPU cores"
+    count = torch.get_num_threads()
+    plural = "s" if count != 1 else ""
+    threads = f"torch uses {count} thread{plural} on {os.cpu_count()} CPU cores"
     return Check("device", Status.OK, f"{device}{override}, {threads}")
 
 

@@ -41,11 +41,11 @@ def test_bad_arguments_are_named(kwargs, message):
 @pytest.mark.parametrize(
     "lr, words",
     [
-        (0.1, "shrinks from one side: gradient descent converges"),
-        (0.9, "shrinks oscillating around it"),
-        (0.5, "one step lands on it"),
+        (0.1, "multiplied by +0.80 at every step, so the distance shrinks by 0.80x, from one side"),
+        (0.9, "multiplied by -0.80 at every step, so the distance shrinks by 0.80x, zig-zagging"),
+        (0.5, "one step lands on the minimum"),
         (1.0, "bounces between two points forever"),
-        (1.05, "grows: gradient descent diverges"),
+        (1.05, "the distance grows by 1.10x: gradient descent diverges"),
     ],
 )
 def test_description_matches_the_behaviour(lr, words):
