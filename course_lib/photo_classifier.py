@@ -1,0 +1,330 @@
+"""Fine-tune a pretrained backbone on a folder of your own photos, keep the best model, predict.
+
+The whole path of chapter 5, on real files, the way PyTorch users train: a ``Dataset`` that
+reads photos from disk, a ``DataLoader`` that batches and shuffles them, and a plain loop
+(zero_grad, forward, loss, backward, step). Two strategies, as chapter 5 measures them:
+
+- ``"features"`` (feature extraction): the backbone is frozen; each photo's embedding is
+  computed once, and only a new linear head is trained on the cached embeddings. Fast; no
+  augmentation (an embedding is computed from one view of each photo).
+- ``"fine-tune"``: the last block (``layer4``) and a new head are trained, everything before
+  stays frozen with its BatchNorm statistics fixed (chapter 5's ``freeze``). Train-time
+  augmentation: a random crop of 60-100% of the photo, and a horizontal flip.
+
+After each epoch the model is evaluated on a stratified validation split; the best one by
+validation accuracy is written to the model folder at once, atomically, so an interrupted run
+(Ctrl+C) leaves the last good model usable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torchvision.transforms import v2
+
+from course_lib.photos import Photo, PhotoDataset, PhotoFolder, stratified_split
+from course_lib.transfer import freeze, load_backbone, replace_head, unfreeze
+
+__all__ = [
+    "Preprocessing",
+    "preprocessing_for",
+    "TrainingConfig",
+    "EpochResult",
+    "FineTuneResult",
+    "STRATEGIES",
+    "build_model",
+    "train_on_photos",
+    "class_report",
+    "confusion_counts",
+]
+
+STRATEGIES = ("features", "fine-tune")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What a backbone expects of a photo: resize the shorter side, centre-crop, normalise.
+
+    Saved with a model, so that prediction prepares a photo exactly as training did.
+    """
+
+    resize: int
+    crop: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    grayscale: bool = False
+
+    def evaluation_transform(self) -> v2.Compose:
+        """Resize, centre-crop, to a normalised float tensor: the same every time."""
+        return v2.Compose(
+            [v2.Resize(self.resize, antialias=True), v2.CenterCrop(self.crop), *self._to_tensor()]
+        )
+
+    def training_transform(self) -> v2.Compose:
+        """A random crop of 60-100% of the photo, resized to the crop size, and a random flip."""
+        return v2.Compose(
+            [
+                v2.RandomResizedCrop(self.crop, scale=(0.6, 1.0), antialias=True),
+                v2.RandomHorizontalFlip(),
+                *self._to_tensor(),
+            ]
+        )
+
+    def _to_tensor(self) -> list:
+        gray = [v2.Grayscale(num_output_channels=1)] if self.grayscale else []
+        return [
+            *gray,
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(self.mean, self.std),
+        ]
+
+
+def preprocessing_for(backbone: str) -> Preprocessing:
+    """The preprocessing each backbone was trained with.
+
+    - ``"resnet18"``: torchvision's own for its ImageNet weights (resize 256, centre-crop 224,
+      ImageNet mean and standard deviation), read from ``ResNet18_Weights.DEFAULT``.
+    - ``"bundled"``: the course's glyph backbone saw one-channel 16x16 images in 0..1; a photo
+      becomes a 32x32 grayscale image (the network is fully convolutional, so a little more
+      resolution helps photos without changing the weights).
+    """
+    if backbone == "resnet18":
+        from torchvision.models import ResNet18_Weights
+
+        preset = ResNet18_Weights.DEFAULT.transforms()
+        return Preprocessing(
+            resize=preset.resize_size[0],
+            crop=preset.crop_size[0],
+            mean=tuple(preset.mean),
+            std=tuple(preset.std),
+        )
+    if backbone == "bundled":
+        return Preprocessing(resize=36, crop=32, mean=(0.0,), std=(1.0,), grayscale=True)
+    raise ValueError(f"unknown backbone {backbone!r}; choose 'bundled' or 'resnet18'")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Everything that decides a run; saved with the model. Defaults suit a CPU laptop."""
+
+    backbone: str = "bundled"
+    strategy: str = "fine-tune"
+    epochs: int = 3
+    batch_size: int = 16
+    head_lr: float = 1e-3
+    backbone_lr: float = 1e-4  # layer4, when fine-tuning: 10x below the head's
+    validation_fraction: float = 0.2
+    seed: int = 0
+    workers: int | None = None  # None: 2 worker processes for large photo sets, else none
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be at least 1")
+
+    @property
+    def weights(self) -> str:
+        return "imagenet" if self.backbone == "resnet18" else "glyphs"
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    epoch: int
+    train_loss: float
+    validation_accuracy: float
+
+
+@dataclass
+class FineTuneResult:
+    folder: PhotoFolder
+    train: list[Photo]
+    validation: list[Photo]
+    epochs: list[EpochResult] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    validation_predictions: list[int] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def best_accuracy(self) -> float:
+        return max((e.validation_accuracy for e in self.epochs), default=float("nan"))
+
+
+def build_model(config: TrainingConfig, num_classes: int) -> nn.Module:
+    """The pretrained backbone with a new head; what the strategy does not train is frozen."""
+    model = load_backbone(config.backbone, config.weights)
+    replace_head(model, num_classes)
+    freeze(model)
+    unfreeze(model, *(["fc"] if config.strategy == "features" else ["layer4", "fc"]))
+    return model
+
+
+def train_on_photos(
+    folder: PhotoFolder,
+    config: TrainingConfig,
+    *,
+    on_best: Callable[[nn.Module, FineTuneResult], None] | None = None,
+    progress: bool = True,
+) -> FineTuneResult:
+    """Train ``config.strategy`` on the photos of ``folder``; call ``on_best`` at each new best epoch.
+
+    Ctrl+C stops training between batches; the result then says ``interrupted`` and keeps the
+    best epoch reached so far (which ``on_best`` has already saved).
+    """
+    torch.manual_seed(config.seed)
+    train, validation = stratified_split(
+        folder.photos, config.validation_fraction, seed=config.seed
+    )
+    result = FineTuneResult(folder, train, validation)
+    model = build_model(config, len(folder.classes))
+    preprocessing = preprocessing_for(config.backbone)
+    if config.strategy == "features":
+        train_data = _embeddings(
+            model, PhotoDataset(train, preprocessing.evaluation_transform()), config
+        )
+        validation_data = _embeddings(
+            model, PhotoDataset(validation, preprocessing.evaluation_transform()), config
+        )
+        trained, evaluated = model.fc, model.fc
+    else:
+        train_data = PhotoDataset(train, preprocessing.training_transform())
+        validation_data = PhotoDataset(validation, preprocessing.evaluation_transform())
+        trained, evaluated = model, model
+    optimizer = torch.optim.Adam(_parameter_groups(model, config))
+    try:
+        for epoch in range(1, config.epochs + 1):
+            loss = _train_one_epoch(trained, train_data, optimizer, config, epoch, progress)
+            predictions = _predict(evaluated, validation_data, config)
+            accuracy = _accuracy(predictions, [p.label for p in validation])
+            improved = result.best_epoch is None or accuracy > result.best_accuracy
+            result.epochs.append(EpochResult(epoch, loss, accuracy))
+            if improved:
+                result.best_epoch = epoch
+                result.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                result.validation_predictions = predictions
+                if on_best is not None:
+                    on_best(model, result)
+    except KeyboardInterrupt:
+        result.interrupted = True
+    return result
+
+
+def _parameter_groups(model: nn.Module, config: TrainingConfig) -> list[dict]:
+    groups = [{"params": list(model.fc.parameters()), "lr": config.head_lr}]
+    if config.strategy == "fine-tune":
+        groups.append({"params": list(model.layer4.parameters()), "lr": config.backbone_lr})
+    return groups
+
+
+def _loader(data: Dataset, config: TrainingConfig, *, shuffle: bool) -> DataLoader:
+    generator = torch.Generator().manual_seed(config.seed)
+    return DataLoader(
+        data,
+        batch_size=config.batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        num_workers=_workers(data, config),
+    )
+
+
+def _workers(data: Dataset, config: TrainingConfig) -> int:
+    """Decoding photos is what workers speed up; for a few small files, starting them costs more."""
+    if config.workers is not None:
+        return config.workers
+    if isinstance(data, TensorDataset) or len(data) < 100:
+        return 0
+    return min(2, max(1, (os.cpu_count() or 1) - 1))
+
+
+def _train_one_epoch(model, data, optimizer, config, epoch, progress) -> float:
+    from tqdm.auto import tqdm
+
+    model.train()
+    loss_fn = nn.CrossEntropyLoss()
+    total, count = 0.0, 0
+    batches = tqdm(
+        _loader(data, config, shuffle=True),
+        desc=f"epoch {epoch}/{config.epochs}",
+        disable=not progress,
+        leave=False,
+    )
+    for inputs, targets in batches:
+        optimizer.zero_grad()
+        loss = loss_fn(model(inputs), targets)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(targets)
+        count += len(targets)
+        batches.set_postfix(loss=f"{total / count:.3f}")
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, data: Dataset, config: TrainingConfig) -> list[int]:
+    model.eval()
+    predictions = []
+    for inputs, _ in _loader(data, config, shuffle=False):
+        predictions += model(inputs).argmax(dim=1).tolist()
+    return predictions
+
+
+@torch.no_grad()
+def _embeddings(model: nn.Module, data: PhotoDataset, config: TrainingConfig) -> TensorDataset:
+    """Each photo's embedding (the input of ``fc``), computed once with the backbone in eval mode."""
+    head, model.fc = model.fc, nn.Identity()
+    model.eval()
+    try:
+        chunks, labels = [], []
+        for inputs, targets in _loader(data, config, shuffle=False):
+            chunks.append(model(inputs))
+            labels.append(targets)
+    finally:
+        model.fc = head
+    return TensorDataset(torch.cat(chunks), torch.cat(labels))
+
+
+def _accuracy(predictions: Sequence[int], labels: Sequence[int]) -> float:
+    return sum(p == t for p, t in zip(predictions, labels, strict=True)) / max(len(labels), 1)
+
+
+def confusion_counts(
+    predictions: Sequence[int], labels: Sequence[int], num_classes: int
+) -> list[list[int]]:
+    """``counts[true][predicted]``: how often each true class was predicted as each class."""
+    counts = [[0] * num_classes for _ in range(num_classes)]
+    for predicted, true in zip(predictions, labels, strict=True):
+        counts[true][predicted] += 1
+    return counts
+
+
+def class_report(predictions: Sequence[int], labels: Sequence[int], classes: Sequence[str]) -> str:
+    """Per class: precision, recall and support on validation, then the confusion matrix."""
+    counts = confusion_counts(predictions, labels, len(classes))
+    width = max(8, *(len(name) for name in classes))
+    lines = [f"{'class':<{width}}  precision  recall  photos"]
+    for index, name in enumerate(classes):
+        true_positive = counts[index][index]
+        predicted = sum(row[index] for row in counts)
+        actual = sum(counts[index])
+        precision = true_positive / predicted if predicted else float("nan")
+        recall = true_positive / actual if actual else float("nan")
+        lines.append(f"{name:<{width}}  {precision:9.2f}  {recall:6.2f}  {actual:6d}")
+    lines += ["", "confusion matrix (rows: true class, columns: predicted)"]
+    lines.append(" " * width + "  " + " ".join(f"{i:>4d}" for i in range(len(classes))))
+    for index, name in enumerate(classes):
+        lines.append(
+            f"{name:<{width}}  " + " ".join(f"{n:>4d}" for n in counts[index]) + f"   ({index})"
+        )
+    return "\n".join(lines)
+
+
+def config_as_dict(config: TrainingConfig) -> dict:
+    return asdict(config)
