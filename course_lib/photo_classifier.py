@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -41,6 +42,13 @@ __all__ = [
     "train_on_photos",
     "class_report",
     "confusion_counts",
+    "MODEL_KIND",
+    "PhotoModelError",
+    "Prediction",
+    "PhotoModel",
+    "model_metadata",
+    "save_photo_model",
+    "load_photo_model",
 ]
 
 STRATEGIES = ("features", "fine-tune")
@@ -326,5 +334,131 @@ def class_report(predictions: Sequence[int], labels: Sequence[int], classes: Seq
     return "\n".join(lines)
 
 
-def config_as_dict(config: TrainingConfig) -> dict:
-    return asdict(config)
+# --- the model folder: written by training, read by prediction ---------------------------------
+
+MODEL_KIND = "course-photo-classifier/1"
+# The architecture to rebuild before loading a saved state (no pretrained file needed to predict).
+_ARCHITECTURE = {"bundled": ("small_resnet", None), "resnet18": ("resnet18", None)}
+
+
+class PhotoModelError(ValueError):
+    """A model folder that is not a photo classifier of this course; the message says why."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    path: Path
+    label: str = ""
+    confidence: float = float("nan")
+    problem: str = ""  # why the file could not be classified; "" when it was
+
+    def line(self) -> str:
+        if self.problem:
+            return f"{self.path}\tskipped: {self.problem}"
+        return f"{self.path}\t{self.label}\t{self.confidence:.1%}"
+
+
+def model_metadata(result: FineTuneResult, config: TrainingConfig) -> dict:
+    """What a model folder records besides its weights (JSON values only)."""
+    labels = [photo.label for photo in result.validation]
+    counts = confusion_counts(result.validation_predictions, labels, len(result.folder.classes))
+    recall = {
+        name: counts[i][i] / sum(counts[i])
+        for i, name in enumerate(result.folder.classes)
+        if sum(counts[i])
+    }
+    return {
+        "kind": MODEL_KIND,
+        "name": "photo-classifier",
+        "classes": list(result.folder.classes),
+        "preprocessing": asdict(preprocessing_for(config.backbone)),
+        "backbone": config.backbone,
+        "weights": config.weights,
+        "strategy": config.strategy,
+        "seed": config.seed,
+        "config": asdict(config),
+        "best_epoch": result.best_epoch,
+        "validation": {
+            "accuracy": result.best_accuracy,
+            "photos": len(labels),
+            "recall_per_class": recall,
+            "confusion": counts,
+        },
+        "photos": {"train": len(result.train), "skipped_files": len(result.folder.skipped)},
+    }
+
+
+def save_photo_model(
+    out: str | os.PathLike, result: FineTuneResult, config: TrainingConfig, *, signing_key=None
+) -> Path:
+    """Write the best epoch's model folder (chapter 6's format): safetensors, manifest, signature."""
+    from course_lib.hardening import save_secure
+
+    if result.best_state is None:
+        raise ValueError("no epoch finished, so there is no model to save")
+    return save_secure(
+        result.best_state, out, signing_key=signing_key, metadata=model_metadata(result, config)
+    )
+
+
+@dataclass
+class PhotoModel:
+    """A trained photo classifier, ready to predict."""
+
+    network: nn.Module
+    classes: list[str]
+    preprocessing: Preprocessing
+    metadata: dict
+
+    @torch.no_grad()
+    def predict(self, paths: Sequence[str | os.PathLike], batch_size: int = 16) -> list[Prediction]:
+        """One prediction per path, in order; a file that is not a usable photo says why."""
+        from course_lib.photos import load_photo, photo_problem
+
+        transform = self.preprocessing.evaluation_transform()
+        self.network.eval()
+        predictions: list[Prediction | None] = []
+        readable: list[tuple[int, torch.Tensor]] = []
+        for path in map(Path, paths):
+            problem = "no such file" if not path.is_file() else photo_problem(path)
+            predictions.append(Prediction(path, problem=problem) if problem else None)
+            if not problem:
+                readable.append((len(predictions) - 1, transform(load_photo(path))))
+        for start in range(0, len(readable), batch_size):
+            chunk = readable[start : start + batch_size]
+            probabilities = self.network(torch.stack([x for _, x in chunk])).softmax(dim=1)
+            confidence, label = probabilities.max(dim=1)
+            for (index, _), c, k in zip(chunk, confidence.tolist(), label.tolist(), strict=True):
+                predictions[index] = Prediction(Path(paths[index]), self.classes[k], c)
+        return predictions
+
+
+def load_photo_model(
+    folder: str | os.PathLike, *, verify_key=None, allow_unsigned: bool = False
+) -> PhotoModel:
+    """Read a model folder after checking it (chapter 6's ``load_secure``: signed by default).
+
+    Raises:
+        IntegrityError: unsigned (without ``allow_unsigned``), tampered with, or a wrong key.
+        PhotoModelError: a valid folder that does not hold a photo classifier of this course.
+    """
+    from course_lib.hardening import load_secure
+
+    state, metadata = load_secure(folder, verify_key=verify_key, allow_unsigned=allow_unsigned)
+    if metadata.get("kind") != MODEL_KIND:
+        raise PhotoModelError(
+            f"{folder} holds a model, but not a photo classifier written by `course finetune`"
+        )
+    name, weights = _ARCHITECTURE[metadata["backbone"]]
+    network = load_backbone(name, weights)
+    replace_head(network, len(metadata["classes"]))
+    network.load_state_dict(state)
+    preprocessing = metadata["preprocessing"]
+    preprocessing = Preprocessing(
+        **{
+            **preprocessing,
+            "mean": tuple(preprocessing["mean"]),
+            "std": tuple(preprocessing["std"]),
+        }
+    )
+    return PhotoModel(network.eval(), list(metadata["classes"]), preprocessing, metadata)

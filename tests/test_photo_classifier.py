@@ -1,14 +1,19 @@
 """The own-photos trainer: the backbone's own preprocessing, both strategies, best-epoch keeping."""
 
 import pytest
+import torch
 from PIL import Image
 
 import course_lib.photo_classifier as photo_classifier
+from course_lib.hardening import IntegrityError
 from course_lib.photo_classifier import (
+    PhotoModelError,
     TrainingConfig,
     class_report,
     confusion_counts,
+    load_photo_model,
     preprocessing_for,
+    save_photo_model,
     train_on_photos,
 )
 from course_lib.photos import scan_photo_folder, write_sample_photos
@@ -80,3 +85,65 @@ def test_report_counts_each_class():
     report = class_report(predictions, labels, ["ball", "box", "tent"])
     assert "ball" in report and "confusion matrix" in report
     assert report.splitlines()[1].split() == ["ball", "0.50", "0.50", "2"]
+
+
+@pytest.fixture(scope="module")
+def trained(sample_folder):
+    config = TrainingConfig(strategy="features", epochs=2, batch_size=4)
+    return train_on_photos(sample_folder, config, progress=False), config
+
+
+def test_a_signed_model_folder_predicts_what_the_network_did(trained, tmp_path, sample_folder):
+    result, config = trained
+    key = bytes(range(32))
+    folder = save_photo_model(tmp_path / "model", result, config, signing_key=key)
+    loaded = load_photo_model(folder, verify_key=key)
+    assert loaded.classes == ["ball", "box", "tent"]
+    assert loaded.metadata["validation"]["accuracy"] == result.best_accuracy
+    assert (
+        loaded.metadata["preprocessing"]["crop"] == 32 and loaded.metadata["strategy"] == "features"
+    )
+    paths = [photo.path for photo in result.validation]
+    predictions = loaded.predict(paths)
+    assert [p.label for p in predictions] == [
+        loaded.classes[i] for i in result.validation_predictions
+    ]
+    assert all(0 < p.confidence <= 1 for p in predictions)
+    assert str(paths[0]) in predictions[0].line() and "%" in predictions[0].line()
+
+
+def test_prediction_lists_bad_files_and_goes_on(trained, tmp_path):
+    result, config = trained
+    folder = save_photo_model(tmp_path / "model", result, config, signing_key=b"k" * 32)
+    loaded = load_photo_model(folder, verify_key=b"k" * 32)
+    (tmp_path / "notes.txt").write_text("hello")
+    good = result.validation[0].path
+    predictions = loaded.predict([tmp_path / "notes.txt", tmp_path / "missing.jpg", good])
+    assert "not an image" in predictions[0].line() and "no such file" in predictions[1].line()
+    assert predictions[2].label in loaded.classes and not predictions[2].problem
+
+
+def test_unsigned_or_tampered_models_are_refused(trained, tmp_path):
+    result, config = trained
+    unsigned = save_photo_model(tmp_path / "unsigned", result, config)
+    with pytest.raises(IntegrityError):
+        load_photo_model(unsigned)
+    with pytest.warns(UserWarning):
+        assert load_photo_model(unsigned, allow_unsigned=True).classes == ["ball", "box", "tent"]
+    signed = save_photo_model(tmp_path / "signed", result, config, signing_key=b"k" * 32)
+    weights = signed / "weights.safetensors"
+    content = bytearray(weights.read_bytes())
+    content[-1] ^= 1
+    weights.write_bytes(bytes(content))
+    with pytest.raises(IntegrityError, match="changed"):
+        load_photo_model(signed, verify_key=b"k" * 32)
+
+
+def test_a_model_of_another_kind_is_refused(tmp_path):
+    from course_lib.hardening import save_secure
+
+    folder = save_secure(
+        {"w": torch.zeros(2)}, tmp_path / "other", signing_key=b"k" * 32, metadata={"name": "x"}
+    )
+    with pytest.raises(PhotoModelError, match="not a photo classifier"):
+        load_photo_model(folder, verify_key=b"k" * 32)
