@@ -7,6 +7,7 @@ learner reuses in their own projects lives in the toolkit one level up (``course
     ch00_first_steps        the first widget: gradient descent on a parabola
     ch01_descent_widgets    chapters 1-2: descent on 2-D surfaces, optimizer paths, CG
     ch02_optimizer_study    chapters 1-2: optimizers trained on the digits, compared
+    ch03_training_workflow  chapter 3: the plain loop, loss gradients, activation and shape studies
     ch04_generalization     chapter 4: regularisation studies over seeds
     ch05_transfer_study     chapter 5: transfer strategies compared, the explorer widget
 

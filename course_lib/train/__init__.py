@@ -17,6 +17,7 @@ from course_lib.train.callbacks import (
     TrainingState,
     load_checkpoint,
 )
+from course_lib.train.checks import OverfitResult, chance_level_loss, overfit_one_batch
 from course_lib.train.history import History, NonFiniteLossError
 from course_lib.train.loop import confusion_matrix, evaluate, fit
 from course_lib.train.lr_finder import LearningRateSearch, find_learning_rate
@@ -35,4 +36,7 @@ __all__ = [
     "LearningRateSearch",
     "find_learning_rate",
     "confusion_matrix",
+    "chance_level_loss",
+    "overfit_one_batch",
+    "OverfitResult",
 ]

@@ -1,11 +1,25 @@
-"""Checks on what ``fit`` and ``evaluate`` are given, failing early with a message to act on."""
+"""Checks on what ``fit`` and ``evaluate`` are given, failing early with a message to act on,
+and the two sanity checks to run before a long training: the loss at the start
+(:func:`chance_level_loss`) and overfitting one small batch (:func:`overfit_one_batch`)."""
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-__all__ = ["as_tensors", "check_loss_fits", "tracks_accuracy"]
+from course_lib.models import evaluation_mode
+
+__all__ = [
+    "as_tensors",
+    "check_loss_fits",
+    "tracks_accuracy",
+    "chance_level_loss",
+    "OverfitResult",
+    "overfit_one_batch",
+]
 
 
 def as_tensors(data, name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,3 +105,60 @@ def check_loss_fits(model: nn.Module, loss_fn, inputs: torch.Tensor, targets: to
 def tracks_accuracy(targets: torch.Tensor, accuracy: bool | None) -> bool:
     """Accuracy is measured for class-index targets, unless the caller says otherwise."""
     return (not targets.is_floating_point()) if accuracy is None else accuracy
+
+
+def chance_level_loss(classes: int) -> float:
+    """The cross-entropy of a model that gives every class the same probability: ``ln(classes)``.
+
+    A freshly initialized classifier has small, nearly equal logits, so its mean loss on
+    any data should be close to this (2.303 for 10 classes). Far above it, the initial
+    logits are too large (a bad initialization or unscaled inputs); far below it, the
+    measurement is wrong (the loss compares the wrong things, or the model was already trained).
+    """
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
+        raise ValueError(f"classes must be a whole number >= 2, got {classes!r}")
+    return math.log(classes)
+
+
+@dataclass(frozen=True)
+class OverfitResult:
+    """``losses``: the loss of every step (on the one batch); ``accuracy``: the batch's accuracy
+    after the last step, in evaluation mode."""
+
+    losses: list[float]
+    accuracy: float
+
+
+def overfit_one_batch(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    optimizer: torch.optim.Optimizer,
+    loss_fn,
+    steps: int,
+) -> OverfitResult:
+    """Train ``model`` (in place) on one fixed batch for ``steps`` steps; return the losses.
+
+    Every step is the plain loop's ``zero_grad, forward, loss, backward, step`` on the same
+    ``inputs`` (N, ...) and class-index ``targets`` (N,). A network that can learn at all
+    drives the loss of a few dozen examples towards 0 and gets all of them right; if it
+    cannot, the bug is in the model, the loss or the optimizer, not in the data's difficulty.
+
+    Raises:
+        ValueError: ``steps`` < 1, or inputs and targets of different lengths.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    inputs, targets = as_tensors((inputs, targets), "the batch")
+    model.train()
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = loss_fn(model(inputs), targets)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    with torch.no_grad(), evaluation_mode(model):
+        accuracy = (model(inputs).argmax(dim=1) == targets).float().mean().item()
+    return OverfitResult(losses=losses, accuracy=accuracy)
