@@ -12,7 +12,9 @@ from course_lib.lessons.ch01_descent_widgets import (
     gd_summary,
     race,
     race_controls,
+    race_landscape,
     race_table,
+    tuned_lr,
 )
 from course_lib.optim import SGD, Adam
 from course_lib.optim.conjugate_gradient import ConjugateGradient
@@ -119,5 +121,51 @@ def test_race_runs_every_racer_and_rejects_unknown_names():
     assert "conjugate gradient" in race_table("quadratic bowl", ("conjugate gradient",), 5)
     with pytest.raises(ValueError, match="unknown racers"):
         race("quadratic bowl", ("Lion",), steps=5)
+
+
+def test_race_tunes_each_racer_and_gd_finds_the_best_fixed_rate_on_the_bowl():
+    # on the kappa = 10 bowl the best fixed rate is 2 / (1 + 10) = 0.18; the grid's nearest is 0.178
+    assert tuned_lr("quadratic bowl", "GD", 100) == pytest.approx(10**-0.75)
+    assert tuned_lr("quadratic bowl", "conjugate gradient", 100) == 1.0
+    results = race("quadratic bowl", ("GD", "Adam"), 100)
+    assert all(not run.diverged and run.final_loss < 1e-2 for run in results.values())
+    assert "0.178" in race_table("quadratic bowl", ("GD",), 100)  # the table shows the lr used
+
+
+def test_race_bowl_turns_with_its_start_so_gradient_descent_does_not_see_the_angle():
+    straight = race("quadratic bowl", ("GD", "RMSprop"), 60, kappa=30.0, angle=0.0)
+    turned = race("quadratic bowl", ("GD", "RMSprop"), 60, kappa=30.0, angle=45.0)
+    assert race_landscape("quadratic bowl", 30.0, 45.0).start != quadratic_bowl(30.0).start
+    np.testing.assert_allclose(straight["GD"].losses, turned["GD"].losses, rtol=1e-9)
+    assert turned["RMSprop"].final_loss > 10 * straight["RMSprop"].final_loss
+    assert race_landscape("Rosenbrock", 30.0, 45.0).name == "Rosenbrock"  # bowl-only controls
+
+
+def test_race_beta_sets_the_momentum_of_momentum_racers():
+    low = race("quadratic bowl", ("momentum",), 100, beta=0.3)["momentum"]
+    high = race("quadratic bowl", ("momentum",), 100, beta=0.9)["momentum"]
+    assert low.final_loss < 1e-3 * high.final_loss  # on kappa = 10, beta = 0.9 is far too much
+
+
+def test_race_controls_redraw_once_per_change_and_disable_bowl_sliders_elsewhere():
     controls = race_controls()
-    assert set(controls.values()) == {"surface", "racers", "steps", "lr_scale"}
+    assert set(controls.values()) == {
+        "surface",
+        "racers",
+        "steps",
+        "lr_scale",
+        "kappa",
+        "angle",
+        "beta",
+    }
+    sliders = ("steps", "lr_scale", "kappa", "angle", "beta")
+    assert all(controls[name].continuous_update is False for name in sliders)
+    heard = []
+    controls.observe(heard.append)
+    controls["kappa"].value = 100.0
+    assert len(heard) == 1
+    assert race_table(**controls.values())
+    controls["surface"].value = "Rosenbrock"
+    assert controls["kappa"].disabled and controls["angle"].disabled
+    controls["surface"].value = "quadratic bowl"
+    assert not controls["kappa"].disabled

@@ -6,12 +6,14 @@ only wire the two together (see course_lib.widgets).
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import ipywidgets as widgets
 from matplotlib.figure import Figure
 
 from course_lib.landscapes import LANDSCAPES, Landscape
+from course_lib.lessons.ch02_optimizer_study import log_grid, turned_bowl
 from course_lib.optim import SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, NAdam, RMSprop
 from course_lib.optim.conjugate_gradient import ConjugateGradient
 from course_lib.trajectory import Trajectory, run_on_landscape
@@ -25,28 +27,39 @@ __all__ = [
     "gd_figure",
     "gd_summary",
     "gd_controls",
+    "RACE_LRS",
+    "race_landscape",
+    "tuned_lr",
     "race",
     "race_figure",
     "race_table",
     "race_controls",
 ]
 
-# Base learning rates for the race; the lr_scale slider multiplies all of them.
+# The racers and their settings other than the learning rate, which the race tunes for each
+# surface (see ``tuned_lr``). "momentum" and "Nesterov" take the race's beta as ``momentum``.
 RACERS: dict[str, tuple[type, dict]] = {
-    "GD": (SGD, {"lr": 0.01}),
-    "momentum": (SGD, {"lr": 0.01, "momentum": 0.9}),
-    "Nesterov": (SGD, {"lr": 0.01, "momentum": 0.9, "nesterov": True}),
-    "Adagrad": (Adagrad, {"lr": 0.5}),
-    "RMSprop": (RMSprop, {"lr": 0.05}),
-    "Adadelta": (Adadelta, {"lr": 1.0}),
-    "Adam": (Adam, {"lr": 0.1}),
-    "AdamW": (AdamW, {"lr": 0.1}),
-    "Adamax": (Adamax, {"lr": 0.1}),
-    "NAdam": (NAdam, {"lr": 0.1}),
-    "conjugate gradient": (ConjugateGradient, {"lr": 1.0}),
+    "GD": (SGD, {}),
+    "momentum": (SGD, {}),
+    "Nesterov": (SGD, {"nesterov": True}),
+    "Adagrad": (Adagrad, {}),
+    "RMSprop": (RMSprop, {}),
+    "Adadelta": (Adadelta, {}),
+    "Adam": (Adam, {}),
+    "AdamW": (AdamW, {}),
+    "Adamax": (Adamax, {}),
+    "NAdam": (NAdam, {}),
+    "conjugate gradient": (ConjugateGradient, {}),
 }
+_MOMENTUM_RACERS = ("momentum", "Nesterov")
+# The learning rates tried for each racer: four per factor of ten, 0.001 to 1. Larger steps
+# jump across the whole plotted window (an adaptive method moves about lr per coordinate).
+RACE_LRS: tuple[float, ...] = log_grid(1e-3, 1.0, per_decade=4)
+# Adadelta's lr multiplies a step that starts near sqrt(eps) = 0.001: its grid is 100x higher.
+_LR_GRID_SCALE = {"Adadelta": 100.0}
 _STYLE = {"description_width": "100px"}
 _LAYOUT = widgets.Layout(width="430px")
+_SLIDER = {"style": _STYLE, "layout": _LAYOUT, "continuous_update": False}
 
 
 def landscape_named(surface: str) -> Landscape:
@@ -153,35 +166,114 @@ def _follow_surface(controls: Controls, surface: str) -> None:
 # --- chapter 2: the optimizer race -----------------------------------------------------------
 
 
+def race_landscape(surface: str, kappa: float = 10.0, angle: float = 0.0) -> Landscape:
+    """The race's surface; for the quadratic bowl, condition number ``kappa`` turned by ``angle``
+    degrees, its start point turned with it (:func:`turned_bowl`). Other surfaces ignore both."""
+    if surface == "quadratic bowl":
+        return turned_bowl(kappa, angle)
+    return landscape_named(surface)
+
+
+def _settings(name: str, beta: float) -> tuple[type, dict]:
+    if name not in RACERS:
+        raise ValueError(f"unknown racers [{name!r}]; choose from {list(RACERS)}")
+    optimizer_class, hyperparameters = RACERS[name]
+    if name in _MOMENTUM_RACERS:
+        hyperparameters = {**hyperparameters, "momentum": beta}
+    return optimizer_class, hyperparameters
+
+
+def _gap(trajectory: Trajectory, floor: float) -> float:
+    return math.inf if trajectory.diverged else trajectory.final_loss - floor
+
+
+@lru_cache(maxsize=256)
+def tuned_lr(
+    surface: str, name: str, steps: int, kappa: float = 10.0, angle: float = 0.0, beta: float = 0.9
+) -> float:
+    """The learning rate of ``RACE_LRS`` with the lowest f − f(min) after ``steps`` steps
+    (ties go to the smaller; Adadelta's grid is ``RACE_LRS`` times 100).
+
+    Each racer is tuned on the race's own surface, start and number of steps: the race
+    compares every optimizer at its best. Conjugate gradient has no learning rate to tune
+    (its line search sets each step); it gets 1, the line search's first trial step.
+    """
+    optimizer_class, hyperparameters = _settings(name, beta)
+    if name == "conjugate gradient":
+        return 1.0
+    landscape = race_landscape(surface, kappa, angle)
+    floor = landscape.min_value
+    grid = [lr * _LR_GRID_SCALE.get(name, 1.0) for lr in RACE_LRS]
+    gaps = {
+        lr: _gap(
+            run_on_landscape(landscape, optimizer_class, steps=steps, lr=lr, **hyperparameters),
+            floor,
+        )
+        for lr in grid
+    }
+    return min(grid, key=lambda lr: (gaps[lr], lr))
+
+
 @lru_cache(maxsize=32)  # the figure and the table of one setting share one race
 def race(
-    surface: str, racers: tuple[str, ...], steps: int, lr_scale: float = 1.0
+    surface: str,
+    racers: tuple[str, ...],
+    steps: int,
+    lr_scale: float = 1.0,
+    kappa: float = 10.0,
+    angle: float = 0.0,
+    beta: float = 0.9,
 ) -> dict[str, Trajectory]:
-    """Run each named racer from the surface's start; learning rates times ``lr_scale``."""
-    landscape = landscape_named(surface)
+    """Run each named racer from the surface's start at ``lr_scale`` times its tuned lr.
+
+    ``kappa`` and ``angle`` shape the quadratic bowl (see :func:`race_landscape`); ``beta`` is
+    the momentum coefficient of "momentum" and "Nesterov".
+    """
     unknown = set(racers) - set(RACERS)
     if unknown:
         raise ValueError(f"unknown racers {sorted(unknown)}; choose from {list(RACERS)}")
+    landscape = race_landscape(surface, kappa, angle)
     results = {}
     for name in racers:
-        optimizer_class, hyperparameters = RACERS[name]
-        scaled = {**hyperparameters, "lr": hyperparameters["lr"] * lr_scale}
-        results[name] = run_on_landscape(landscape, optimizer_class, steps=steps, **scaled)
+        optimizer_class, hyperparameters = _settings(name, beta)
+        lr = tuned_lr(surface, name, steps, kappa, angle, beta) * lr_scale
+        results[name] = run_on_landscape(
+            landscape, optimizer_class, steps=steps, lr=lr, **hyperparameters
+        )
     return results
 
 
-def race_figure(surface: str, racers: tuple[str, ...], steps: int, lr_scale: float = 1.0) -> Figure:
-    landscape = landscape_named(surface)
-    return paths_figure(landscape, race(surface, racers, steps, lr_scale))
+def race_figure(
+    surface: str,
+    racers: tuple[str, ...],
+    steps: int,
+    lr_scale: float = 1.0,
+    kappa: float = 10.0,
+    angle: float = 0.0,
+    beta: float = 0.9,
+) -> Figure:
+    """Every racer's path on the surface, and its loss per step."""
+    landscape = race_landscape(surface, kappa, angle)
+    return paths_figure(landscape, race(surface, racers, steps, lr_scale, kappa, angle, beta))
 
 
-def race_table(surface: str, racers: tuple[str, ...], steps: int, lr_scale: float = 1.0) -> str:
-    """A text table: final gap to the minimum value and evaluations used, per racer."""
-    floor = landscape_named(surface).min_value
-    lines = [f"{'optimizer':<20}{'f − f(min)':>12}{'evaluations':>13}"]
-    for name, trajectory in race(surface, racers, steps, lr_scale).items():
+def race_table(
+    surface: str,
+    racers: tuple[str, ...],
+    steps: int,
+    lr_scale: float = 1.0,
+    kappa: float = 10.0,
+    angle: float = 0.0,
+    beta: float = 0.9,
+) -> str:
+    """A text table per racer: the lr it ran at, final gap to the minimum, evaluations used."""
+    floor = race_landscape(surface, kappa, angle).min_value
+    lines = [f"{'optimizer':<20}{'lr':>9}{'f − f(min)':>12}{'evaluations':>13}"]
+    results = race(surface, racers, steps, lr_scale, kappa, angle, beta)
+    for name, trajectory in results.items():
+        lr = tuned_lr(surface, name, steps, kappa, angle, beta) * lr_scale
         gap = "diverged" if trajectory.diverged else f"{trajectory.final_loss - floor:.3g}"
-        lines.append(f"{name:<20}{gap:>12}{trajectory.evaluations:>13}")
+        lines.append(f"{name:<20}{lr:>9.3g}{gap:>12}{trajectory.evaluations:>13}")
     return "\n".join(lines)
 
 
@@ -190,7 +282,12 @@ def race_controls(
     racers: tuple[str, ...] = ("GD", "momentum", "Adam", "conjugate gradient"),
     steps: int = 100,
 ) -> Controls:
-    return Controls(
+    """Surface, racers, steps, lr × tuned, and the bowl's κ and angle and the momentum β.
+
+    Sliders redraw once, on release (``continuous_update=False``). κ and angle shape only the
+    quadratic bowl; on other surfaces they are disabled.
+    """
+    controls = Controls(
         surface=_surface_dropdown(surface),
         racers=widgets.SelectMultiple(
             options=list(RACERS),
@@ -200,17 +297,25 @@ def race_controls(
             style=_STYLE,
             layout=_LAYOUT,
         ),
-        steps=widgets.IntSlider(
-            value=steps, min=5, max=400, description="steps", style=_STYLE, layout=_LAYOUT
-        ),
+        steps=widgets.IntSlider(value=steps, min=5, max=400, description="steps", **_SLIDER),
         lr_scale=widgets.FloatLogSlider(
-            value=1.0,
-            base=10,
-            min=-1.5,
-            max=1,
-            step=0.05,
-            description="lr × scale",
-            style=_STYLE,
-            layout=_LAYOUT,
+            value=1.0, base=10, min=-1.5, max=1, step=0.05, description="lr × tuned", **_SLIDER
+        ),
+        kappa=widgets.FloatLogSlider(
+            value=10.0, base=10, min=0, max=3, step=0.1, description="bowl κ", **_SLIDER
+        ),
+        angle=widgets.FloatSlider(
+            value=0.0, min=0, max=90, step=5, description="bowl angle °", **_SLIDER
+        ),
+        beta=widgets.FloatSlider(
+            value=0.9, min=0, max=0.99, step=0.01, description="momentum β", **_SLIDER
         ),
     )
+
+    def follow_surface(change: dict) -> None:
+        for name in ("kappa", "angle"):
+            controls[name].disabled = change["new"] != "quadratic bowl"
+
+    controls["surface"].observe(follow_surface, "value")
+    follow_surface({"new": surface})
+    return controls

@@ -76,8 +76,8 @@ class RMSprop(ScratchOptimizer):
         v_t &= \alpha\, v_{t-1} + (1 - \alpha)\, g_t^2 \\
         \bar g_t &= \alpha\, \bar g_{t-1} + (1 - \alpha)\, g_t,\quad
         \tilde v_t = v_t - \bar g_t^2 \quad \text{(centered; otherwise } \tilde v_t = v_t) \\
-        b_t &= \mu\, b_{t-1} + g_t / (\sqrt{\tilde v_t} + \epsilon), \quad
-        \theta_t = \theta_{t-1} - \gamma\, b_t \quad \text{(with momentum } \mu > 0) \\
+        b_t &= \beta\, b_{t-1} + g_t / (\sqrt{\tilde v_t} + \epsilon), \quad
+        \theta_t = \theta_{t-1} - \gamma\, b_t \quad \text{(with momentum } \beta > 0) \\
         \theta_t &= \theta_{t-1} - \gamma\, g_t / (\sqrt{\tilde v_t} + \epsilon) \quad
         \text{(without)}
 

@@ -21,9 +21,9 @@ class SGD(ScratchOptimizer):
     .. math::
         g_t &\leftarrow g_t + \lambda\,\theta_{t-1}                 && \text{weight decay } \lambda \\
         b_t &= g_t \text{ at } t = 1, \quad
-        b_t = \mu\, b_{t-1} + (1 - \tau)\, g_t \text{ afterwards}    && \text{momentum } \mu,
+        b_t = \beta\, b_{t-1} + (1 - \tau)\, g_t \text{ afterwards}    && \text{momentum } \beta,
         \text{ dampening } \tau \\
-        d_t &= g_t + \mu\, b_t \text{ (Nesterov)} \quad\text{or}\quad d_t = b_t  \\
+        d_t &= g_t + \beta\, b_t \text{ (Nesterov)} \quad\text{or}\quad d_t = b_t  \\
         \theta_t &= \theta_{t-1} - \gamma\, d_t                     && \text{learning rate } \gamma
 
     With ``momentum=0`` it is plain gradient descent, :math:`\theta_t = \theta_{t-1} - \gamma g_t`.

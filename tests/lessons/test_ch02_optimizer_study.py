@@ -1,15 +1,31 @@
+import math
+
 import pytest
 import torch
+from matplotlib.figure import Figure
 
-from course_lib.data import digits_split
+from course_lib.data import digits_split, digits_splits
+from course_lib.landscapes import quadratic_bowl
 from course_lib.lessons.ch02_optimizer_study import (
+    LearningCurves,
+    LrSweep,
     epochs_to_reach,
+    fewest_steps,
+    late_loss,
+    learning_curves,
     least_squares_problem,
+    log_grid,
+    lr_sensitivity_figure,
+    lr_sweep,
+    mean_weight_after_decay,
     minibatch_run,
     small_mlp,
+    steps_to_reach,
     training_curve,
+    turned,
+    turned_bowl,
 )
-from course_lib.optim import SGD, Adam
+from course_lib.optim import SGD, Adam, AdamW
 from course_lib.optim.conjugate_gradient import ConjugateGradient
 
 
@@ -59,3 +75,89 @@ def test_minibatch_noise_breaks_conjugate_gradient_but_not_sgd():
     assert sgd.examples_seen == 400 * 32
     with pytest.raises(ValueError, match="batch_size"):
         minibatch_run(problem, SGD, {"lr": 0.1}, batch_size=0, steps=1)
+
+
+def test_turned_bowl_turns_the_start_with_the_bowl_so_the_start_loss_is_the_same():
+    assert turned((1.0, 0.0), 90) == pytest.approx((0.0, 1.0))
+    straight, tilted = turned_bowl(100), turned_bowl(100, 45)
+    assert straight.start == quadratic_bowl(100).start
+    start_losses = [float(bowl(torch.tensor(bowl.start))) for bowl in (straight, tilted)]
+    assert start_losses[0] == pytest.approx(start_losses[1])
+    low, high = tilted.x_range
+    assert low <= tilted.start[0] <= high and tilted.y_range[0] <= tilted.start[1]
+
+
+def test_gradient_descent_needs_the_same_steps_on_the_turned_bowl():
+    lr = 2 / 101
+    straight = steps_to_reach(turned_bowl(100), SGD, 1e-4, lr=lr)
+    tilted = steps_to_reach(turned_bowl(100, 45), SGD, 1e-4, lr=lr)
+    assert straight is not None and abs(straight - tilted) <= 1
+    assert steps_to_reach(turned_bowl(100), SGD, 1e-4, lr=0.1) is None  # diverges: 0.1 > 2/100
+    assert steps_to_reach(turned_bowl(100), SGD, 1e-4, max_steps=5, lr=lr) is None
+    steps, lr_found = fewest_steps(turned_bowl(100), SGD, [0.001, 2 / 101, 0.1], 1e-4)
+    assert lr_found == pytest.approx(2 / 101) and steps == straight
+    assert fewest_steps(turned_bowl(100), SGD, [1e-6], 1e-4, max_steps=10) is None
+
+
+def test_adamw_decays_the_mean_weight_as_promised_and_adam_l2_depends_on_gradient_scale():
+    promised = (1 - 1e-2 * 0.1) ** 100
+    for scale in (10.0, 0.01):
+        mean = mean_weight_after_decay(AdamW, scale, steps=100, weights=500)
+        assert mean == pytest.approx(promised, abs=0.03)
+    large = mean_weight_after_decay(Adam, 10.0, steps=100, weights=500)
+    small = mean_weight_after_decay(Adam, 0.01, steps=100, weights=500)
+    assert large > promised + 0.05 and small < promised - 0.3
+
+
+def test_learning_curves_flatten_images_and_report_train_and_validation_losses():
+    train, validation, _ = digits_splits()
+    curves = learning_curves(Adam, {"lr": 1e-2}, train, validation, epochs=2)
+    assert isinstance(curves, LearningCurves)
+    assert len(curves.train) == len(curves.validation) == 2
+    assert curves.validation[-1] < 2.3
+    diverged = learning_curves(SGD, {"lr": 1e4}, train, validation, epochs=2)
+    assert all(loss == math.inf or loss > 2 for loss in diverged.validation)
+
+
+def test_late_loss_is_the_median_of_the_last_epochs():
+    assert late_loss([9.0, 1.0, 5.0, 2.0], last=3) == 2.0
+    with pytest.raises(ValueError, match="last"):
+        late_loss([1.0], last=2)
+
+
+def test_log_grid_has_the_given_number_per_decade():
+    assert log_grid(1e-2, 1) == pytest.approx((0.01, 10**-1.5, 0.1, 10**-0.5, 1.0))
+    assert len(log_grid(1e-3, 1, per_decade=4)) == 13
+    with pytest.raises(ValueError):
+        log_grid(1, 0.1)
+
+
+def _sweep(medians):
+    lrs = log_grid(1e-3, 10 ** (-3 + (len(medians) - 1) / 2))
+    scores = tuple((m, m * 0.9, m * 1.1) for m in medians)  # median over seeds is m
+    return LrSweep(lrs, scores, curves=tuple(() for _ in lrs))
+
+
+def test_lr_sweep_best_robust_range_and_penalty():
+    sweep = _sweep([2.0, 0.5, 0.2, 0.1, 0.25, 0.4, 2.0])
+    assert sweep.best_lr == pytest.approx(10**-1.5) and sweep.best_loss == pytest.approx(0.1)
+    assert sweep.spread_at_best() == pytest.approx((0.09, 0.11))
+    low, high = sweep.robust_range(3)  # 0.2 and 0.25 are within 3x of 0.1, 0.4 and 0.5 are not
+    assert (low, high) == pytest.approx((0.01, 0.1))
+    assert sweep.robust_width(3) == pytest.approx(10)
+    assert not sweep.best_at_edge and not sweep.range_clipped(3)
+    assert sweep.robust_range(5) == pytest.approx((10**-2.5, 10**-0.5))
+    assert sweep.penalty(10) == pytest.approx(max(0.5, 0.4) / 0.1)  # at lr / 10 and lr * 10
+    assert _sweep([0.1, 0.5, 0.9]).best_at_edge
+    with pytest.raises(ValueError, match="not on the grid"):
+        sweep.median(0.5)
+
+
+def test_lr_sweep_runs_every_lr_and_seed_and_draws_a_panel_per_optimizer():
+    train, validation, _ = digits_splits()
+    sweep = lr_sweep(Adam, {}, [1e-2, 1e-3], train, validation, seeds=(0, 1), epochs=2, last=1)
+    assert sweep.lrs == (1e-3, 1e-2)
+    assert len(sweep.scores) == 2 and all(len(s) == 2 for s in sweep.scores)
+    assert sweep.scores[1][0] == sweep.curves[1][0].validation[-1]
+    figure = lr_sensitivity_figure({"Adam": sweep, "also Adam": sweep})
+    assert isinstance(figure, Figure)
