@@ -3,16 +3,27 @@
 - safe serialization: safetensors, ``torch.load(weights_only=True)`` only, and a harmless
   pickle payload to show why (``course_lib.hardening.serialization``);
 - keys, AES-256-GCM encryption, HMAC-SHA256 and Ed25519 signatures (``crypto``);
+- envelope encryption: a data key per artefact, wrapped by a key-encryption key that stays
+  in a KMS, with rotation (``envelope``; ``SimulatedKMS`` stands in for the service);
 - ``save_secure`` / ``load_secure``: a signed manifest of SHA-256 hashes, encryption at rest,
-  and verification on every load (``secure``). Any failure raises :class:`IntegrityError`;
+  and verification on every load, refused without a verify key unless ``allow_unsigned=True``
+  (``secure``); ``sign_file`` / ``verify_file`` for a single file. Any failure raises
+  :class:`IntegrityError`;
 - ``ModelRegistry``: versions, aliases (champion, candidate), rollback and lineage on a local
-  folder, safe when several processes write at once (``registry``);
+  folder, safe when several processes write at once; ``dataset_fingerprint`` (``model_registry``);
+- calibration: reliability bins, expected calibration error, temperature scaling (``calibration``);
 - prediction validation: an input guard, OOD scores with a calibrated threshold and AUROC,
   FGSM and PGD attacks, and ``GuardedPredictor``, which abstains with a reason (``guard``);
-- export: torch.export, ONNX checked against onnxruntime, dynamic int8 quantization (``export``);
-- figures: where an OOD threshold falls, and accuracy under attack (``figures``).
+- export: torch.export, ONNX checked against onnxruntime and verified before it runs, dynamic
+  int8 quantization (``export``);
+- figures: reliability diagrams, where an OOD threshold falls, accuracy under attack (``figures``).
 """
 
+from course_lib.hardening.calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    reliability_bins,
+)
 from course_lib.hardening.crypto import (
     KEY_ENV,
     Ed25519PrivateKey,
@@ -21,6 +32,7 @@ from course_lib.hardening.crypto import (
     new_key,
     write_key_file,
 )
+from course_lib.hardening.envelope import SimulatedKMS, open_envelope, rewrap, seal_envelope
 from course_lib.hardening.export import (
     compare_runtimes,
     export_onnx,
@@ -33,6 +45,7 @@ from course_lib.hardening.export import (
 from course_lib.hardening.figures import (
     attack_figure,
     flagged_rates,
+    reliability_figure,
     threshold_controls,
     threshold_figure,
 )
@@ -49,8 +62,15 @@ from course_lib.hardening.guard import (
     max_softmax_score,
     pgd,
 )
-from course_lib.hardening.model_registry import ModelRegistry
-from course_lib.hardening.secure import load_secure, save_secure
+from course_lib.hardening.model_registry import ModelRegistry, dataset_fingerprint
+from course_lib.hardening.secure import (
+    UnsignedModelWarning,
+    load_secure,
+    rotate_data_key,
+    save_secure,
+    sign_file,
+    verify_file,
+)
 from course_lib.hardening.serialization import (
     IntegrityError,
     load_weights,
@@ -63,6 +83,14 @@ __all__ = [
     "IntegrityError",
     "save_secure",
     "load_secure",
+    "UnsignedModelWarning",
+    "rotate_data_key",
+    "sign_file",
+    "verify_file",
+    "SimulatedKMS",
+    "seal_envelope",
+    "open_envelope",
+    "rewrap",
     "save_weights",
     "load_weights",
     "safe_torch_load",
@@ -74,6 +102,11 @@ __all__ = [
     "Ed25519PrivateKey",
     "Ed25519PublicKey",
     "ModelRegistry",
+    "dataset_fingerprint",
+    "reliability_bins",
+    "expected_calibration_error",
+    "fit_temperature",
+    "reliability_figure",
     "InvalidInput",
     "InputGuard",
     "max_softmax_score",

@@ -4,6 +4,9 @@ TorchScript (``torch.jit.trace`` / ``torch.jit.script``) is deprecated: ``torch.
 captures the model as a graph of standard operators, and the ONNX exporter builds on it
 (``torch.onnx.export(..., dynamo=True)``). An exported model must be *checked*: run it on the
 same inputs as the original and compare the outputs.
+
+An exported file is what ships, so it is signed like the rest (:func:`sign_file`, a detached
+signature) and :func:`onnx_session` verifies it before onnxruntime parses a byte of it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from course_lib.hardening.secure import UnsignedModelWarning, verify_file
+from course_lib.hardening.serialization import IntegrityError
 
 __all__ = [
     "export_program",
@@ -61,13 +67,41 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | os.PathLike
     return Path(path)
 
 
-def onnx_session(path: str | os.PathLike, threads: int = 1):
-    """An onnxruntime CPU session for the ONNX file (one thread: comparable with the course's torch runs)."""
+def onnx_session(
+    path: str | os.PathLike,
+    *,
+    verify_key=None,
+    allow_unsigned: bool = False,
+    threads: int = 1,
+):
+    """An onnxruntime CPU session for the ONNX file, after checking its detached signature.
+
+    ``verify_key`` checks ``<path>.sig`` (see ``sign_file``) and the session is built from the
+    very bytes that were checked. Without it the call refuses, unless ``allow_unsigned=True``,
+    which warns. One thread by default: comparable with the course's torch runs.
+
+    Raises:
+        IntegrityError: no signature, a wrong one, or a changed file.
+    """
     import onnxruntime
 
+    if verify_key is not None:
+        content = verify_file(path, verify_key)
+    elif allow_unsigned:
+        warnings.warn(
+            f"allow_unsigned=True: {Path(path).name} is run WITHOUT a signature check",
+            UnsignedModelWarning,
+            stacklevel=2,
+        )
+        content = Path(path).read_bytes()
+    else:
+        raise IntegrityError(
+            f"{Path(path).name}: no verify_key given: refusing to run an unverified model "
+            "(pass allow_unsigned=True only for a file you just exported yourself)"
+        )
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return onnxruntime.InferenceSession(content, options, providers=["CPUExecutionProvider"])
 
 
 def median_ms(run, repeats: int = 30) -> float:

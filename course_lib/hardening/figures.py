@@ -1,4 +1,4 @@
-"""Plots for chapter 6: where an OOD threshold falls, and how accuracy drops under attack.
+"""Plots for chapter 6: reliability diagrams, where an OOD threshold falls, accuracy under attack.
 
 Pure functions that return matplotlib Figures (tested headless); the notebook wires the
 threshold explorer to :func:`threshold_controls`.
@@ -11,9 +11,16 @@ from collections.abc import Sequence
 import torch
 from matplotlib.figure import Figure
 
+from course_lib.hardening.calibration import expected_calibration_error, reliability_bins
 from course_lib.hardening.guard import calibrate_threshold
 
-__all__ = ["flagged_rates", "threshold_figure", "threshold_controls", "attack_figure"]
+__all__ = [
+    "flagged_rates",
+    "reliability_figure",
+    "threshold_figure",
+    "threshold_controls",
+    "attack_figure",
+]
 
 _OOD_COLORS = ["#d95f02", "#7570b3", "#e7298a", "#66a61e"]
 
@@ -43,10 +50,12 @@ def threshold_figure(
     bins = torch.linspace(everything.min().item(), everything.max().item(), 41).tolist()
     figure = Figure(figsize=(7, 3.6), layout="constrained")
     axes = figure.subplots()
+    # outlines, not translucent fills: overlapping fills blend into colours of their own
     axes.hist(
         test_scores.tolist(),
         bins=bins,
-        alpha=0.6,
+        histtype="step",
+        linewidth=2,
         color="#1b9e77",
         label=f"test digits: {rates['test']:.0%} wrongly flagged",
     )
@@ -54,7 +63,8 @@ def threshold_figure(
         axes.hist(
             values.tolist(),
             bins=bins,
-            alpha=0.5,
+            histtype="step",
+            linewidth=1.5,
             color=color,
             label=f"{name}: {rates[name]:.0%} caught",
         )
@@ -68,6 +78,50 @@ def threshold_figure(
     axes.set_yscale("log")  # the digits pile up near the top score; a log scale shows the tails
     axes.set_ylabel("inputs (log scale)")
     axes.legend(fontsize=8, loc="upper left")
+    return figure
+
+
+def reliability_figure(
+    panels: dict[str, tuple[torch.Tensor, torch.Tensor]], bins: int = 10
+) -> Figure:
+    """One reliability diagram per panel: accuracy against confidence, bin by bin.
+
+    ``panels`` maps a title to ``(probabilities (N, classes), targets (N,))``. Each filled bar
+    is a confidence bin, its height the accuracy there; the orange outline is the bin's mean
+    confidence, where a calibrated model's bar would end (the diagonal, up to the bin's
+    width). The bin's share of predictions is printed above it.
+    """
+    figure = Figure(figsize=(3.2 * len(panels), 3.4), layout="constrained")
+    axes_list = figure.subplots(1, len(panels), squeeze=False)[0]
+    for axes, (title, (probabilities, targets)) in zip(axes_list, panels.items(), strict=True):
+        table = reliability_bins(probabilities, targets, bins)
+        left, width = table["edges"][:-1].tolist(), 1 / bins
+        filled = (table["count"] > 0).tolist()
+        accuracy = table["accuracy"].nan_to_num(0).tolist()
+        confidence = table["confidence"].nan_to_num(0).tolist()
+        axes.bar(left, accuracy, width=width, align="edge", color="#7570b3", edgecolor="white")
+        axes.bar(
+            left,
+            confidence,
+            width=width,
+            align="edge",
+            fill=False,
+            edgecolor="#d95f02",
+            linewidth=1.5,
+        )
+        axes.plot([0, 1], [0, 1], "k--", linewidth=1)
+        share = (table["count"] / len(targets)).tolist()
+        tops = [max(a, c) for a, c in zip(accuracy, confidence, strict=True)]
+        for x, top, part, f in zip(left, tops, share, filled, strict=True):
+            if f and part >= 0.01:
+                axes.text(x + width / 2, top + 0.02, f"{part:.0%}", ha="center", fontsize=7)
+        ece = expected_calibration_error(probabilities, targets, bins)
+        axes.set_title(f"{title}\nECE {ece:.3f}", fontsize=9)
+        axes.set_xlim(0, 1)
+        axes.set_ylim(0, 1.08)
+        axes.set_aspect("equal")
+        axes.set_xlabel("confidence (top softmax probability)")
+    axes_list[0].set_ylabel("accuracy in the bin")
     return figure
 
 

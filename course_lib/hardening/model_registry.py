@@ -11,10 +11,17 @@ place, and registry.json is replaced in one ``os.replace``. A process killed mid
 leaves at worst an unregistered folder, never a damaged version. "champion" and "candidate"
 are aliases: ``promote`` points one at a version, ``rollback`` moves it back to where it
 pointed before.
+
+The registry verifies by default: registering needs a ``signing_key`` and loading a
+``verify_key``, unless the registry is opened with ``allow_unsigned=True`` (for tests and
+scratch work; every load then warns). With a ``kms``, versions are envelope-encrypted.
+:func:`dataset_fingerprint` computes the ``data_fingerprint`` of a version from the data
+itself, so that "trained on what?" has a checkable answer.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -25,28 +32,41 @@ from pathlib import Path
 import torch
 
 from course_lib.files import write_atomically
+from course_lib.hardening.envelope import SimulatedKMS
 from course_lib.hardening.secure import load_secure, save_secure
 from course_lib.hardening.serialization import IntegrityError
 
-__all__ = ["ModelRegistry"]
+__all__ = ["ModelRegistry", "dataset_fingerprint"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 class ModelRegistry:
-    """Versions of named models in the folder ``root`` (created if missing)."""
+    """Versions of named models in the folder ``root`` (created if missing).
+
+    ``signing_key`` signs what ``register`` writes (the training side); ``verify_key`` checks
+    what ``load`` reads (the serving side); ``kms`` (or a plain ``key``) encrypts and
+    decrypts. Without keys, the registry refuses to write or load unsigned versions unless
+    ``allow_unsigned=True``.
+    """
 
     def __init__(
         self,
         root: str | os.PathLike,
         *,
         key: bytes | None = None,
+        kms: SimulatedKMS | None = None,
         signing_key=None,
         verify_key=None,
+        allow_unsigned: bool = False,
     ):
+        if allow_unsigned and (signing_key is not None or verify_key is not None):
+            raise ValueError("allow_unsigned=True is for a registry without signing or verify keys")
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.key, self.signing_key, self.verify_key = key, signing_key, verify_key
+        self.key, self.kms = key, kms
+        self.signing_key, self.verify_key = signing_key, verify_key
+        self.allow_unsigned = allow_unsigned
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -59,7 +79,15 @@ class ModelRegistry:
         parent: int | None = None,
         data_fingerprint: str | None = None,
     ) -> int:
-        """Store a new version of ``name``; return its number (1, 2, ...)."""
+        """Store a new version of ``name``; return its number (1, 2, ...).
+
+        ``data_fingerprint`` should come from :func:`dataset_fingerprint` of the training data.
+        """
+        if self.signing_key is None and not self.allow_unsigned:
+            raise ValueError(
+                "this registry has no signing_key: versions it wrote could not be verified on "
+                "load (open it with allow_unsigned=True only for scratch work)"
+            )
         folder = self._folder(name)
         with self._locked(name):
             registry = self._read(name)
@@ -79,6 +107,7 @@ class ModelRegistry:
                 state_dict,
                 folder / "versions" / str(version),
                 key=self.key,
+                kms=self.kms,
                 signing_key=self.signing_key,
                 metadata={"name": name, "version": version, **record},
             )
@@ -141,7 +170,11 @@ class ModelRegistry:
         """``(state_dict, metadata)`` of ``"name@alias"`` or ``"name@version"``, fully verified."""
         name, version = self.resolve(reference)
         state_dict, metadata = load_secure(
-            self._folder(name) / "versions" / str(version), key=self.key, verify_key=self.verify_key
+            self._folder(name) / "versions" / str(version),
+            key=self.key,
+            kms=self.kms,
+            verify_key=self.verify_key,
+            allow_unsigned=self.allow_unsigned,
         )
         if (metadata.get("name"), metadata.get("version")) != (name, version):
             raise IntegrityError(
@@ -192,6 +225,25 @@ class ModelRegistry:
     @staticmethod
     def _numbers(registry: dict) -> list[int]:
         return sorted(int(v) for v in registry["versions"])
+
+
+def dataset_fingerprint(inputs: torch.Tensor, targets: torch.Tensor) -> str:
+    """SHA-256 (hex) of a data set: each tensor's dtype, shape and bytes, inputs then targets.
+
+    Changes when any value, any label, a shape or a dtype changes; the same data gives the
+    same fingerprint on every machine (the bytes are those of the CPU tensor, little-endian
+    on every platform torch runs on).
+    """
+    digest = hashlib.sha256(b"course-dataset-fingerprint/1")
+    for tensor in (inputs, targets):
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"expected tensors, got {type(tensor).__name__}")
+        tensor = tensor.detach().cpu().contiguous()
+        header = f"{tensor.dtype}|{tuple(tensor.shape)}|".encode()
+        digest.update(len(header).to_bytes(8, "little") + header)
+        data = tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
+        digest.update(len(data).to_bytes(8, "little") + data)
+    return digest.hexdigest()
 
 
 def _fcntl():

@@ -10,6 +10,7 @@ learner reuses in their own projects lives in the toolkit one level up (``course
     ch03_training_workflow  chapter 3: the plain loop, loss gradients, activation and shape studies
     ch04_generalization     chapter 4: regularisation studies over seeds
     ch05_transfer_study     chapter 5: transfer strategies compared, the explorer widget
+    ch06_hardening          chapter 6: the heads it hardens, calibration over seeds
 
 Widget logic is pure functions that return figures or text, tested headless; the notebook
 only wires sliders to them.

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from course_lib.hardening import (
+    Ed25519PrivateKey,
+    IntegrityError,
+    UnsignedModelWarning,
     compare_runtimes,
     export_onnx,
     export_program,
     onnx_session,
     quantize_int8,
     serialized_size,
+    sign_file,
 )
 from course_lib.models import mlp
 from course_lib.transfer import load_backbone, replace_head
@@ -24,7 +29,10 @@ def test_exported_programs_match_the_model_at_any_batch_size(tmp_path):
     with torch.no_grad():
         for size in (1, 5, 32):
             assert (program.module()(inputs[:size]) - model(inputs[:size])).abs().max() < 1e-5
-    session = onnx_session(export_onnx(model, inputs[:1], tmp_path / "model.onnx"))
+    private = Ed25519PrivateKey.generate()
+    path = export_onnx(model, inputs[:1], tmp_path / "model.onnx")
+    sign_file(path, private)
+    session = onnx_session(path, verify_key=private.public_key())
     rows = compare_runtimes(model, session, inputs, batch_sizes=(1, 32), repeats=3)
     assert [row["batch"] for row in rows] == [1, 32]
     assert all(
@@ -42,3 +50,31 @@ def test_int8_quantization_shrinks_linear_layers_and_keeps_the_answers():
         agreement = (quantized(inputs).argmax(1) == model(inputs).argmax(1)).float().mean()
     assert agreement > 0.95
     assert isinstance(model[-1], torch.nn.Linear)  # the original is left as it was
+
+
+class Tiny(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x):  # export_onnx names the input "x"
+        return self.fc(x)
+
+
+def test_an_onnx_file_runs_only_after_its_signature_checks_out(tmp_path):
+    model = Tiny().eval()
+    path = export_onnx(model, torch.rand(1, 4), tmp_path / "tiny.onnx")
+    private = Ed25519PrivateKey.generate()
+    with pytest.raises(IntegrityError, match="no verify_key given"):
+        onnx_session(path)
+    with pytest.raises(IntegrityError, match="no detached signature"):
+        onnx_session(path, verify_key=private.public_key())
+    with pytest.warns(UnsignedModelWarning, match="WITHOUT a signature check"):
+        onnx_session(path, allow_unsigned=True)
+    sign_file(path, private)
+    onnx_session(path, verify_key=private.public_key())
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="wrong signature"):
+        onnx_session(path, verify_key=private.public_key())

@@ -10,7 +10,18 @@ import textwrap
 import pytest
 import torch
 
-from course_lib.hardening import Ed25519PrivateKey, IntegrityError, ModelRegistry, new_key
+from course_lib.hardening import (
+    Ed25519PrivateKey,
+    IntegrityError,
+    ModelRegistry,
+    SimulatedKMS,
+    UnsignedModelWarning,
+    dataset_fingerprint,
+    new_key,
+)
+
+# scratch registries (allow_unsigned=True) warn on every load; tested once below
+pytestmark = pytest.mark.filterwarnings("ignore::course_lib.hardening.UnsignedModelWarning")
 
 
 def weights(value: float) -> dict[str, torch.Tensor]:
@@ -18,7 +29,7 @@ def weights(value: float) -> dict[str, torch.Tensor]:
 
 
 def test_versions_aliases_rollback_and_lineage(tmp_path):
-    registry = ModelRegistry(tmp_path)
+    registry = ModelRegistry(tmp_path, allow_unsigned=True)
     first = registry.register(
         weights(1), "digits", metrics={"accuracy": 0.90}, data_fingerprint="abc"
     )
@@ -86,7 +97,7 @@ def _writer_script(root, value: float, count: int) -> str:
     return textwrap.dedent(f"""
         import torch
         from course_lib.hardening import ModelRegistry
-        registry = ModelRegistry({str(root)!r})
+        registry = ModelRegistry({str(root)!r}, allow_unsigned=True)
         for i in range({count}):
             state = {{"fc.weight": torch.full((4, 8), {value}), "fc.bias": torch.full((4,), float(i))}}
             print(registry.register(state, "digits", metrics={{"writer": {value}}}), flush=True)
@@ -106,20 +117,20 @@ def test_two_processes_registering_at_once_get_distinct_loadable_versions(tmp_pa
     assert all(writer.returncode == 0 for writer in writers)
     numbers = sorted(int(n) for output in outputs for n in output)
     assert numbers == list(range(1, 17))
-    registry = ModelRegistry(tmp_path)
+    registry = ModelRegistry(tmp_path, allow_unsigned=True)
     for record in registry.versions("digits"):
         state, metadata = registry.load(f"digits@{record['version']}")
         assert state["fc.weight"][0, 0].item() == metadata["metrics"]["writer"]
 
 
 def test_a_process_killed_mid_register_leaves_the_registry_usable(tmp_path, kill_while_writing):
-    registry = ModelRegistry(tmp_path)
+    registry = ModelRegistry(tmp_path, allow_unsigned=True)
     registry.register(weights(1), "digits")
     registry.promote("digits", 1, "champion")
     kill_while_writing(f"""
         import torch
         from course_lib.hardening import ModelRegistry  # killed with the lock held
-        ModelRegistry({str(tmp_path)!r}).register({{"fc.weight": torch.zeros(4, 8)}}, "digits")
+        ModelRegistry({str(tmp_path)!r}, allow_unsigned=True).register({{"fc.weight": torch.zeros(4, 8)}}, "digits")
     """)
     assert [v["version"] for v in registry.versions("digits")] == [1]
     assert registry.load("digits@champion")[1]["version"] == 1
@@ -130,10 +141,52 @@ def test_a_process_killed_mid_register_leaves_the_registry_usable(tmp_path, kill
 
 
 def test_without_posix_locks_writing_says_why_and_reading_still_works(tmp_path, monkeypatch):
-    registry = ModelRegistry(tmp_path)
+    registry = ModelRegistry(tmp_path, allow_unsigned=True)
     registry.register({"fc.weight": torch.ones(2, 2)}, "digits")
     monkeypatch.setitem(sys.modules, "fcntl", None)  # as on Windows: `import fcntl` fails
     with pytest.raises(OSError, match="Windows does not have"):
         registry.register({"fc.weight": torch.zeros(2, 2)}, "digits")
     state, metadata = registry.load("digits@1")
     assert torch.equal(state["fc.weight"], torch.ones(2, 2)) and metadata["version"] == 1
+
+
+def test_a_registry_without_keys_refuses_to_write_or_load_unless_told(tmp_path):
+    with pytest.raises(ValueError, match="no signing_key"):
+        ModelRegistry(tmp_path).register(weights(1), "digits")
+    ModelRegistry(tmp_path, allow_unsigned=True).register(weights(1), "digits")
+    with pytest.raises(IntegrityError, match="no verify_key given"):
+        ModelRegistry(tmp_path).load("digits@1")
+    with pytest.warns(UnsignedModelWarning):
+        ModelRegistry(tmp_path, allow_unsigned=True).load("digits@1")
+    with pytest.raises(ValueError, match="without signing or verify keys"):
+        ModelRegistry(tmp_path, allow_unsigned=True, verify_key=new_key())
+
+
+def test_a_kms_registry_round_trips_and_needs_the_kms(tmp_path):
+    kms, private = SimulatedKMS(), Ed25519PrivateKey.generate()
+    training = ModelRegistry(tmp_path, kms=kms, signing_key=private)
+    training.register(weights(1), "digits")
+    assert (tmp_path / "digits" / "versions" / "1" / "data_key.json").is_file()
+    serving = ModelRegistry(tmp_path, kms=kms, verify_key=private.public_key())
+    assert torch.equal(serving.load("digits@1")[0]["fc.bias"], torch.ones(4))
+    with pytest.raises(IntegrityError, match="pass the kms"):
+        ModelRegistry(tmp_path, verify_key=private.public_key()).load("digits@1")
+
+
+def test_the_data_fingerprint_changes_with_one_label_a_shape_or_a_dtype():
+    inputs = torch.rand(20, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    targets = torch.arange(20) % 10
+    reference = dataset_fingerprint(inputs, targets)
+    assert reference == dataset_fingerprint(inputs.clone(), targets.clone())
+    assert len(reference) == 64 and int(reference, 16) >= 0
+    one_label = targets.clone()
+    one_label[7] = 3
+    assert dataset_fingerprint(inputs, one_label) != reference
+    one_pixel = inputs.clone()
+    one_pixel[3, 0, 1, 1] += 1e-6
+    assert dataset_fingerprint(one_pixel, targets) != reference
+    assert dataset_fingerprint(inputs.reshape(20, 16), targets) != reference  # same bytes
+    assert dataset_fingerprint(inputs, targets.int()) != reference
+    assert dataset_fingerprint(inputs[:, :, :, :2].transpose(2, 3), targets)  # non-contiguous
+    with pytest.raises(TypeError, match="expected tensors"):
+        dataset_fingerprint(inputs.tolist(), targets)

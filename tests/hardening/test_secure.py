@@ -12,6 +12,7 @@ from course_lib.hardening import (
     KEY_ENV,
     Ed25519PrivateKey,
     IntegrityError,
+    UnsignedModelWarning,
     load_key,
     load_secure,
     load_weights,
@@ -19,9 +20,15 @@ from course_lib.hardening import (
     safe_torch_load,
     save_secure,
     save_weights,
+    sign_file,
+    verify_file,
     write_key_file,
     write_pickle_payload,
 )
+
+# loading unsigned folders on purpose (allow_unsigned=True) warns every time; the warning is
+# tested once, in test_loading_fails_closed_without_a_verify_key
+pytestmark = pytest.mark.filterwarnings("ignore::course_lib.hardening.UnsignedModelWarning")
 
 
 def weights(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -52,7 +59,7 @@ def test_round_trips_plain_encrypted_and_signed(tmp_path, signing):
     metadata = {"name": "digits", "version": 3, "accuracy": 0.94}
     save_secure(weights(), tmp_path / "plain")
     save_secure(weights(), tmp_path / "sealed", key=key, signing_key=signing_key, metadata=metadata)
-    state, meta = load_secure(tmp_path / "plain")
+    state, meta = load_secure(tmp_path / "plain", allow_unsigned=True)
     assert same(state, weights()) and meta == {}
     state, meta = load_secure(tmp_path / "sealed", key=key, verify_key=verify_key)
     assert same(state, weights()) and meta == metadata
@@ -105,7 +112,7 @@ def test_truncated_files_are_refused(tmp_path, signing):
     plain = save_secure(weights(), tmp_path / "plain")
     (plain / "weights.safetensors").write_bytes((plain / "weights.safetensors").read_bytes()[:40])
     with pytest.raises(IntegrityError, match="was changed"):
-        load_secure(plain)
+        load_secure(plain, allow_unsigned=True)
 
 
 def test_wrong_or_missing_keys_are_refused(tmp_path):
@@ -114,12 +121,12 @@ def test_wrong_or_missing_keys_are_refused(tmp_path):
         weights(), tmp_path / "sealed", key=key, metadata={"name": "m", "version": 1}
     )
     with pytest.raises(IntegrityError, match="wrong key"):
-        load_secure(sealed, key=new_key())
+        load_secure(sealed, key=new_key(), allow_unsigned=True)
     with pytest.raises(IntegrityError, match="pass the key"):
-        load_secure(sealed)
+        load_secure(sealed, allow_unsigned=True)
     plain = save_secure(weights(), tmp_path / "plain")
     with pytest.raises(IntegrityError, match="not encrypted"):
-        load_secure(plain, key=key)
+        load_secure(plain, key=key, allow_unsigned=True)
 
 
 def test_wrong_signatures_and_signing_mismatches_are_refused(tmp_path):
@@ -182,27 +189,27 @@ def test_ciphertext_is_bound_to_name_and_version(tmp_path):
     manifest = folder / "manifest.json"
     manifest.write_text(manifest.read_text().replace('"version": 1', '"version": 2'))
     with pytest.raises(IntegrityError, match="another model name or version"):
-        load_secure(folder, key=key)
+        load_secure(folder, key=key, allow_unsigned=True)
 
 
 def test_extra_missing_and_unknown_files_are_refused(tmp_path):
     folder = save_secure(weights(), tmp_path / "model")
     (folder / "notes.txt").write_text("hello")
     with pytest.raises(IntegrityError, match="not in the manifest.*notes.txt"):
-        load_secure(folder)
+        load_secure(folder, allow_unsigned=True)
     (folder / "notes.txt").unlink()
     (folder / "weights.safetensors").unlink()
     with pytest.raises(IntegrityError, match="missing.*weights.safetensors"):
-        load_secure(folder)
+        load_secure(folder, allow_unsigned=True)
     checkpoint = tmp_path / "model.pt"
     torch.save(weights(), checkpoint)
     with pytest.raises(IntegrityError, match="unknown format"):
-        load_secure(checkpoint)
+        load_secure(checkpoint, allow_unsigned=True)
     other = save_secure(weights(), tmp_path / "other")
     manifest = other / "manifest.json"
     manifest.write_text(manifest.read_text().replace("course-secure-model/1", "someone-else/7"))
     with pytest.raises(IntegrityError, match="unknown format"):
-        load_secure(other)
+        load_secure(other, allow_unsigned=True)
     assert issubclass(IntegrityError, ValueError)
 
 
@@ -258,7 +265,47 @@ def test_a_process_killed_mid_save_leaves_the_previous_version_loadable(
         state = {{"fc.weight": torch.ones(10, 32), "fc.bias": torch.ones(10)}}
         secure.save_secure(state, {str(folder)!r}, key=bytes.fromhex({key.hex()!r}), metadata={{"version": 2}})
     """)
-    state, metadata = load_secure(folder, key=key)
+    state, metadata = load_secure(folder, key=key, allow_unsigned=True)
     assert same(state, weights(1)) and metadata == {"version": 1}
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".model.tmp-")]
     assert len(leftovers) == 1  # the half-written staging folder, never at the model's path
+
+
+def test_loading_fails_closed_without_a_verify_key(tmp_path):
+    unsigned = save_secure(weights(), tmp_path / "unsigned")
+    with pytest.raises(IntegrityError, match="no verify_key given"):
+        load_secure(unsigned)
+    with pytest.warns(UnsignedModelWarning, match="WITHOUT a signature check"):
+        state, _ = load_secure(unsigned, allow_unsigned=True)
+    assert same(state, weights())
+    with pytest.raises(ValueError, match="not both"):
+        load_secure(unsigned, verify_key=new_key(), allow_unsigned=True)
+
+
+def test_a_signed_folder_needs_its_verify_key_even_with_allow_unsigned(tmp_path, signing):
+    signing_key, verify_key = signing
+    folder = save_secure(weights(), tmp_path / "model", signing_key=signing_key)
+    with pytest.raises(IntegrityError, match="is signed: pass verify_key"):
+        load_secure(folder, allow_unsigned=True)
+    assert same(load_secure(folder, verify_key=verify_key)[0], weights())
+
+
+def test_a_detached_signature_catches_any_change_to_a_file(tmp_path, signing):
+    signing_key, verify_key = signing
+    path = tmp_path / "model.onnx"
+    path.write_bytes(bytes(range(256)) * 8)
+    signature = sign_file(path, signing_key)
+    assert signature.name == "model.onnx.sig"
+    assert verify_file(path, verify_key) == path.read_bytes()
+    other_key = new_key() if isinstance(verify_key, bytes) else None
+    other_key = other_key or Ed25519PrivateKey.generate().public_key()
+    with pytest.raises(IntegrityError, match="wrong signature"):
+        verify_file(path, other_key)
+    data = bytearray(path.read_bytes())
+    data[1000] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="wrong signature"):
+        verify_file(path, verify_key)
+    signature.unlink()
+    with pytest.raises(IntegrityError, match="no detached signature"):
+        verify_file(path, verify_key)
