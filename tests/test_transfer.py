@@ -28,13 +28,16 @@ from course_lib.transfer import (
     GradualUnfreezing,
     WeightsUnavailable,
     extract_features,
+    fit_linear_head,
     freeze,
     load_backbone,
     param_groups,
     parameter_summary,
+    reestimate_batchnorm,
     replace_head,
     trainable_parameters,
     unfreeze,
+    unfreeze_batchnorm,
 )
 
 
@@ -132,7 +135,16 @@ def test_imagenet_weights_offline_give_a_clear_message(tmp_path, monkeypatch):
     assert str(tmp_path) in message
 
 
-def test_imagenet_weights_are_read_from_torchs_cache(tmp_path, monkeypatch):
+def test_the_imagenet_file_is_pinned_in_full():
+    assert transfer.imagenet_weights_path().name == "resnet18-f37072fd.pth"
+    assert transfer.RESNET18_IMAGENET_SIZE == 46_830_571
+    digest = transfer.RESNET18_IMAGENET_SHA256
+    assert len(digest) == 64 and int(digest, 16) >= 0  # 256 bits, not the name's 32
+    assert digest.startswith("f37072fd")  # what the file name promises
+
+
+def _stand_in_imagenet_file(tmp_path, monkeypatch):
+    """A resnet18 with random weights, saved where torch's cache keeps the ImageNet file."""
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     path = transfer.imagenet_weights_path()
     assert path.parent == tmp_path / "checkpoints" and path.name.startswith("resnet18-")
@@ -140,14 +152,37 @@ def test_imagenet_weights_are_read_from_torchs_cache(tmp_path, monkeypatch):
     torch.manual_seed(3)
     original = load_backbone("resnet18")  # random weights, standing in for ImageNet's
     torch.save(original.state_dict(), path)
-    # the real file's name carries the start of its SHA-256; this stand-in's does not
-    with pytest.raises(ValueError, match="not the official one"):
-        load_backbone("resnet18", weights="imagenet")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    monkeypatch.setattr(transfer, "_expected_sha256_prefix", lambda _: digest[:8])
+    return path, original
+
+
+def test_imagenet_weights_are_read_from_torchs_cache_when_size_and_hash_match(
+    tmp_path, monkeypatch
+):
+    path, original = _stand_in_imagenet_file(tmp_path, monkeypatch)
+    content = path.read_bytes()
+    monkeypatch.setattr(transfer, "RESNET18_IMAGENET_SIZE", len(content))
+    monkeypatch.setattr(transfer, "RESNET18_IMAGENET_SHA256", hashlib.sha256(content).hexdigest())
     loaded = load_backbone("resnet18", weights="imagenet")
     assert torch.equal(loaded.fc.weight, original.fc.weight)
     assert torch.equal(loaded.layer4[1].bn2.running_var, original.layer4[1].bn2.running_var)
+
+
+def test_an_imagenet_file_of_another_size_or_hash_is_refused(tmp_path, monkeypatch):
+    path, _ = _stand_in_imagenet_file(tmp_path, monkeypatch)
+    content = path.read_bytes()
+    with pytest.raises(ValueError, match="46,830,571") as error:  # the real pins: wrong size
+        load_backbone("resnet18", weights="imagenet")
+    assert "not the official one" in str(error.value) and "download it again" in str(error.value)
+    monkeypatch.setattr(transfer, "RESNET18_IMAGENET_SIZE", len(content))
+    real = transfer.RESNET18_IMAGENET_SHA256
+    with pytest.raises(ValueError, match=f"expected {real[:16]}"):  # right size, wrong hash
+        load_backbone("resnet18", weights="imagenet")
+    # the same first 32 bits are not enough: only the full digest is accepted
+    digest = hashlib.sha256(content).hexdigest()
+    near_miss = digest[:8] + ("0" if digest[8] != "0" else "1") + digest[9:]
+    monkeypatch.setattr(transfer, "RESNET18_IMAGENET_SHA256", near_miss)
+    with pytest.raises(ValueError, match="not the official one"):
+        load_backbone("resnet18", weights="imagenet")
 
 
 def test_pretraining_is_seeded_byte_for_byte(tmp_path):
@@ -379,3 +414,67 @@ def test_a_strategy_says_what_it_trains_and_keeps_its_ratios_at_another_head_rat
         "layer4": 1e-2,
     }
     assert not any(p.requires_grad for p in model.layer2.parameters())  # not named: frozen
+
+
+# --- a head to convergence, and BatchNorm's statistics ---------------------------------------------
+
+
+def test_fit_linear_head_reaches_the_minimum_of_its_objective(digits16):
+    features = extract_features(load_backbone("bundled"), Split(*_first(digits16[0], 200)))
+    head = fit_linear_head(features, 10, weight_decay=1e-2)
+    assert isinstance(head, nn.Linear) and head.weight.shape == (10, 128)
+    loss = nn.functional.cross_entropy(head(features.inputs), features.targets)
+    loss = loss + 0.5 * 1e-2 * head.weight.pow(2).sum()
+    gradients = torch.autograd.grad(loss, list(head.parameters()))
+    assert max(g.abs().max().item() for g in gradients) < 1e-4  # a stationary point: the optimum
+    again = fit_linear_head(features, 10, weight_decay=1e-2)  # no seed involved: the same head
+    assert torch.equal(again.weight, head.weight)
+    with pytest.raises(ValueError, match="embeddings"):
+        fit_linear_head(digits16[0], 10)
+    with pytest.raises(ValueError, match="weight_decay"):
+        fit_linear_head(features, 10, weight_decay=-1)
+
+
+def _first(split: Split, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return split.inputs[:n], split.targets[:n]
+
+
+def test_reestimate_batchnorm_stores_the_statistics_of_the_target_inputs(digits16):
+    inputs = digits16[0].inputs[:100]
+    model = freeze(load_backbone("bundled"))  # frozen: the hook must not keep it in eval mode
+    model.eval()
+    momentum = model.bn1.momentum
+    reestimate_batchnorm(model, inputs)
+    with torch.no_grad():
+        first = model.conv1(inputs)  # what the first BatchNorm layer receives
+    assert torch.allclose(model.bn1.running_mean, first.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert torch.allclose(
+        model.bn1.running_var, first.var(dim=(0, 2, 3), unbiased=True), rtol=1e-4, atol=1e-6
+    )
+    assert model.bn1.momentum == momentum and not model.training  # put back as it was
+    assert trainable_parameters(model) == 0
+    # one batch of all the inputs: eval mode now computes on them what train mode computed
+    # (up to the unbiased variance the running statistics store: a factor n / (n - 1))
+    with torch.no_grad():
+        evaluated = model(inputs)
+        unfrozen = load_backbone("bundled").train()
+        in_train_mode = unfrozen(inputs)
+    assert (evaluated - in_train_mode).norm() < 1e-2 * in_train_mode.norm()
+    with pytest.raises(ValueError, match="no BatchNorm"):
+        reestimate_batchnorm(nn.Linear(3, 2), torch.zeros(1, 3))
+
+
+def test_unfreeze_batchnorm_trains_scales_and_shifts_and_follows_train_mode(digits16):
+    model = unfreeze(freeze(replace_head(load_backbone("bundled"), 10)), "fc")
+    unfreeze_batchnorm(model)
+    batchnorm = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    scales = sum(p.numel() for m in batchnorm for p in m.parameters())
+    assert trainable_parameters(model) == 1290 + scales
+    assert not model.conv1.weight.requires_grad and not model.layer4[0].conv1.weight.requires_grad
+    before = _batchnorm_statistics(model)
+    _one_epoch(
+        model, Split(*_first(digits16[0], 64)), [p for p in model.parameters() if p.requires_grad]
+    )
+    after = _batchnorm_statistics(model)
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # train mode: they move
+    assert "updated in train mode" in parameter_summary(model)

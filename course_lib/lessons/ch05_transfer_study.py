@@ -13,6 +13,10 @@ all, per-block lr     pretrained; everything trained, earlier blocks slower (1e-
 gradual unfreezing    head first, layer4 after a third of the epochs, layer3 (lr / 3) after two
                       thirds (lr 1e-3)
 ====================  ==========================================================================
+
+Beside them: ``FEATURES_CONVERGED``, the cached-feature head trained to convergence instead of
+for a number of steps (the learning curve's feature extraction), and the BatchNorm study
+(``batchnorm_study``): what to do with BatchNorm's statistics under a frozen backbone.
 """
 
 from __future__ import annotations
@@ -33,10 +37,15 @@ from course_lib.train import Callback, TrainingState, evaluate, fit
 from course_lib.transfer import (
     GradualUnfreezing,
     extract_features,
+    fit_linear_head,
+    freeze,
     load_backbone,
     param_groups,
+    reestimate_batchnorm,
     replace_head,
     trainable_parameters,
+    unfreeze,
+    unfreeze_batchnorm,
 )
 
 __all__ = [
@@ -44,12 +53,18 @@ __all__ = [
     "fine_tune",
     "STRATEGY",
     "STRATEGIES",
+    "FEATURES_CONVERGED",
+    "BATCHNORM_CHOICES",
+    "BatchNormRun",
+    "batchnorm_study",
+    "batchnorm_figure",
     "CHOSEN_BLOCKS",
     "TransferRun",
     "train_strategy",
     "compare_strategies",
     "strategy_table",
     "learning_curve",
+    "accuracies_by_shots",
     "learning_curve_figure",
     "convergence_figure",
     "transfer_controls",
@@ -81,6 +96,7 @@ class Strategy:
     learning_rates: Mapping[str, float] = field(default_factory=dict)
     head_lr: float = 1e-3
     cached_features: bool = False  # train the head on embeddings computed once
+    converged_head: bool = False  # on cached embeddings, to convergence (fit_linear_head), no steps
     gradual: bool = False  # fc first, then layer4 after a third of the epochs, layer3 after two
 
     def parameter_groups(self, model: nn.Module, lr: float | None = None) -> list[dict]:
@@ -111,6 +127,12 @@ _SIX = (
 )
 STRATEGY = {strategy.name: strategy for strategy in _SIX}
 STRATEGIES = tuple(STRATEGY)  # their names, as the tables and figures show them
+# Feature extraction with the head trained to convergence: cheap on cached embeddings, so the
+# head is not held to a step budget (the learning curve uses it).
+FEATURES_CONVERGED = "features (converged)"
+STRATEGY[FEATURES_CONVERGED] = Strategy(
+    FEATURES_CONVERGED, cached_features=True, converged_head=True
+)
 
 
 @dataclass
@@ -118,7 +140,7 @@ class TransferRun:
     """One training run: its final test accuracy, cost, and accuracy along the way."""
 
     strategy: str
-    test_accuracy: float
+    test_accuracy: float | None  # None: the run did not look at the test set (the explorer)
     val_accuracy: float  # at the end: what a learner tuning may look at
     train_accuracy: float  # on the labelled examples it trained on
     trainable: int
@@ -180,7 +202,7 @@ def train_strategy(
     strategy: str | Strategy,
     train: Split,
     val: Split,
-    test: Split,
+    test: Split | None,
     *,
     steps: int = 100,
     seed: int = 0,
@@ -193,16 +215,22 @@ def train_strategy(
     ``lr`` replaces the strategy's head learning rate (other blocks keep their ratio to it).
     ``curve_every`` records validation accuracy every so many steps (its cost is not counted
     in the seconds per epoch). Epochs are whole, so the steps are rounded up to whole epochs.
+    ``test=None`` leaves the test set alone (``test_accuracy`` is None): what tuning should do.
+    A ``converged_head`` strategy ignores ``steps``, ``lr`` and ``curve_every``: its head is
+    fitted to convergence on the cached embeddings (``fit_linear_head``).
     """
     batch_size = min(32, len(train))
     steps_per_epoch = math.ceil(len(train) / batch_size)
     epochs = math.ceil(steps / steps_per_epoch)
     strategy = _as_strategy(strategy)
     torch.manual_seed(seed)
-    classes = int(test.targets.max()) + 1
+    classes = int(val.targets.max()) + 1
+    if strategy.converged_head:
+        return _converged_head_run(strategy, train, val, test, classes)
     model, groups, callbacks = _model_and_groups(strategy, classes, epochs, lr)
     if strategy.cached_features:  # from here on, only the head and stored embeddings
-        train, val, test = (extract_features(model, split) for split in (train, val, test))
+        train, val = (extract_features(model, split) for split in (train, val))
+        test = extract_features(model, test) if test is not None else None
         model = model.fc
     recorder = _AccuracyEvery(val, curve_every) if curve_every else None
     history = fit(
@@ -221,7 +249,7 @@ def train_strategy(
         seconds = [s - e for s, e in zip(seconds, recorder.evaluation_seconds, strict=False)]
     return TransferRun(
         strategy=strategy.name,
-        test_accuracy=evaluate(model, test)["accuracy"],
+        test_accuracy=evaluate(model, test)["accuracy"] if test is not None else None,
         val_accuracy=evaluate(model, val)["accuracy"],
         train_accuracy=evaluate(model, train)["accuracy"],
         trainable=trainable_parameters(model),  # at the end (gradual unfreezing adds blocks)
@@ -229,6 +257,28 @@ def train_strategy(
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
         curve=recorder.curve if recorder else [],
+    )
+
+
+def _converged_head_run(
+    strategy: Strategy, train: Split, val: Split, test: Split | None, classes: int
+) -> TransferRun:
+    backbone = load_backbone("bundled")
+    train, val = (extract_features(backbone, split) for split in (train, val))
+    started = time.perf_counter()
+    head = fit_linear_head(train, classes)
+    seconds = time.perf_counter() - started
+    return TransferRun(
+        strategy=strategy.name,
+        test_accuracy=evaluate(head, extract_features(backbone, test))["accuracy"]
+        if test is not None
+        else None,
+        val_accuracy=evaluate(head, val)["accuracy"],
+        train_accuracy=evaluate(head, train)["accuracy"],
+        trainable=trainable_parameters(head),
+        seconds_per_epoch=seconds,  # the whole fit: it has no epochs
+        epochs=1,
+        steps_per_epoch=1,
     )
 
 
@@ -262,20 +312,23 @@ def _mean(runs: list[TransferRun]) -> float:
 def strategy_table(runs: dict[str, list[TransferRun]], *, target: float) -> str:
     """Test accuracy and seconds per epoch (means over seeds), trainable parameters, epochs to ``target``."""
     lines = [
-        f"{'strategy':<20} {'test accuracy':>13} {'trainable':>10} {'per epoch':>10} "
-        f"{'epochs to ' + format(target, '.0%'):>13}"
+        f"{'strategy':<20} {'test accuracy':>13} {'spread':>12} {'trainable':>10} "
+        f"{'per epoch':>10} {'epochs to ' + format(target, '.0%'):>13}"
     ]
     for name, seeds in runs.items():
         reached = [r.epochs_to(target) for r in seeds]
         epochs = "/".join("-" if e is None else str(e) for e in reached)
         milliseconds = 1000 * statistics.fmean(r.seconds_per_epoch for r in seeds)
+        accuracies = [r.test_accuracy for r in seeds]
+        spread = f"{min(accuracies):.3f}-{max(accuracies):.3f}"
         lines.append(
-            f"{name:<20} {_mean(seeds):>13.3f} {seeds[0].trainable:>10,} "
+            f"{name:<20} {_mean(seeds):>13.3f} {spread:>12} {seeds[0].trainable:>10,} "
             f"{milliseconds:>7.2f} ms {epochs:>13}"
         )
     lines.append(
-        f"epochs to {target:.0%}: first epoch in which validation accuracy reached {target:.0%}, "
-        "per seed ('-': not within the budget); per epoch: training only, mean over seeds"
+        f"test accuracy: mean over {len(next(iter(runs.values())))} seeds, spread: lowest-highest; "
+        f"epochs to {target:.0%}: first epoch at whose check validation accuracy reached "
+        f"{target:.0%}, per seed ('-': not within the budget); per epoch: training only"
     )
     return "\n".join(lines)
 
@@ -286,54 +339,226 @@ def learning_curve(
     shots: Sequence[int | None],
     *,
     steps: int = 100,
+    known: Mapping[int, Mapping[str, list[TransferRun]]] | None = None,
     progress: bool = True,
-) -> dict[str, dict[int | None, list[float]]]:
-    """Test accuracy per strategy and labelled examples per class (None: the whole training split)."""
-    curves: dict[str, dict[int | None, list[float]]] = {
-        s: {k: [] for k in shots} for s in strategies
+) -> dict[str, dict[int | None, list[TransferRun]]]:
+    """The runs per strategy and labelled examples per class (None: the whole training split).
+
+    One run per seed in ``splits_by_seed`` and number of labels. ``known`` gives runs already
+    made with the same data, seeds (in the same order) and budget, by number of labels:
+    ``known={10: compare_strategies(...)}`` reuses them instead of training them again.
+    """
+    known = known or {}
+    curves: dict[str, dict[int | None, list[TransferRun]]] = {
+        s: {k: list(known.get(k, {}).get(s, [])) for k in shots} for s in strategies
     }
-    jobs = [(seed, k, s) for seed in splits_by_seed for k in shots for s in strategies]
+    for strategy in strategies:
+        for k in shots:
+            if curves[strategy][k] and len(curves[strategy][k]) != len(splits_by_seed):
+                raise ValueError(f"known runs of {strategy!r} at {k} labels: one per seed needed")
+    jobs = [
+        (seed, k, s)
+        for seed in splits_by_seed
+        for k in shots
+        for s in strategies
+        if not curves[s][k]  # known runs are reused
+    ]
     for seed, k, strategy in tqdm(jobs, desc="training", disable=not progress, leave=False):
         train, val, test = splits_by_seed[seed]
         labelled = train if k is None else per_class_subset(train, k, seed=seed)
         run = train_strategy(strategy, labelled, val, test, steps=steps, seed=seed)
-        curves[strategy][k].append(run.test_accuracy)
+        curves[strategy][k].append(run)
     return curves
 
 
+def accuracies_by_shots(
+    curves: dict[str, dict[int | None, list[TransferRun]]],
+) -> dict[str, dict[int | None, list[float]]]:
+    """The test accuracies of a learning curve's runs, per strategy and labels per class."""
+    return {
+        strategy: {k: [r.test_accuracy for r in runs] for k, runs in by_shots.items()}
+        for strategy, by_shots in curves.items()
+    }
+
+
 def learning_curve_figure(
-    curves: dict[str, dict[int | None, list[float]]], full_size: int
+    curves: dict[str, dict[int | None, list[TransferRun]]], full_size: int
 ) -> Figure:
-    """Test accuracy against labelled examples per class (log axis); one line per strategy."""
+    """Test accuracy against labelled examples per class (log axis): the mean over seeds as a
+    line, each seed as a small dot, one colour per strategy."""
     figure = Figure(figsize=(6.5, 4), layout="constrained")
     axes = figure.subplots()
-    for strategy, by_shots in curves.items():
+    seeds = 0
+    for index, (strategy, by_shots) in enumerate(accuracies_by_shots(curves).items()):
         shots = [full_size if k is None else k for k in by_shots]
+        colour = f"C{index}"
         means = [statistics.fmean(v) for v in by_shots.values()]
-        axes.plot(shots, means, "o-", label=strategy)
+        axes.plot(shots, means, "o-", color=colour, label=strategy)
+        nudge = 1 + 0.04 * (index - 1)  # side by side, so that dots of equal values stay visible
+        for x, values in zip(shots, by_shots.values(), strict=True):
+            axes.plot([x * nudge] * len(values), values, ".", color=colour, alpha=0.6, ms=5)
+            seeds = max(seeds, len(values))
     axes.set_xscale("log")
     axes.set_xticks(shots, [str(k) for k in shots])
     axes.minorticks_off()
     axes.set_xlabel("labelled examples per class (log scale; the last point: all of them)")
-    axes.set_ylabel("test accuracy (mean over the seeds run)")
+    axes.set_ylabel(f"test accuracy (line: mean of {seeds} seeds; dots: each seed)")
     axes.set_title("Less data: how many labels each strategy needs")
     axes.grid(alpha=0.3)
     axes.legend()
     return figure
 
 
+# --- BatchNorm: what to do with its statistics when the backbone is frozen -------------------------
+
+BATCHNORM_CHOICES = (
+    "kept (freeze: eval mode)",
+    "re-estimated, then kept",
+    "drift (requires_grad only)",
+    "trained (train_bn)",
+)
+
+
+@dataclass
+class BatchNormRun:
+    """A head trained on a frozen backbone under one BatchNorm choice."""
+
+    choice: str
+    val_accuracy: float
+    drift: float  # largest change of layer3's first running mean while the head trained
+
+
+def _layer3_mean(model: nn.Module) -> torch.Tensor:
+    return model.layer3[0].bn1.running_mean.clone()
+
+
+def _batchnorm_run(
+    choice: str,
+    head: dict,
+    labelled: Split,
+    val: Split,
+    *,
+    epochs: int,
+    lr: float,
+    seed: int,
+    batch_size: int = 32,
+) -> BatchNormRun:
+    """Train a head (starting from the weights ``head``) on the frozen backbone, one choice."""
+    model = replace_head(load_backbone("bundled"), len(head["bias"]))
+    model.fc.load_state_dict(head)
+    if choice == BATCHNORM_CHOICES[1]:
+        reestimate_batchnorm(model, labelled.inputs)  # the target images, labels not needed
+    before = _layer3_mean(model)
+    if choice == BATCHNORM_CHOICES[2]:  # the articles' freezing: gradients off, nothing else
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(name.startswith("fc."))
+    else:
+        unfreeze(freeze(model), "fc")
+    if choice == BATCHNORM_CHOICES[3]:
+        unfreeze_batchnorm(model)
+    trained, scored = model, (labelled, val)
+    if choice in BATCHNORM_CHOICES[:2]:  # a fixed backbone: train the head on its embeddings
+        trained, scored = model.fc, tuple(extract_features(model, s) for s in (labelled, val))
+    fit(
+        trained,
+        scored[0],
+        optimizer=torch.optim.Adam([p for p in trained.parameters() if p.requires_grad], lr=lr),
+        loss_fn=nn.CrossEntropyLoss(),
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        progress=False,
+    )
+    drift = (_layer3_mean(model) - before).abs().max().item()
+    return BatchNormRun(choice, evaluate(trained, scored[1])["accuracy"], drift)
+
+
+def batchnorm_study(
+    splits_by_seed: dict[int, tuple[Split, Split, Split]],
+    per_class: int = 10,
+    *,
+    epochs: int = 25,
+    lr: float = 1e-2,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> dict[str, list[BatchNormRun]]:
+    """Each BatchNorm choice, once per seed: a new head on the frozen bundled backbone.
+
+    Within a seed every choice gets the same labelled images, the same head initialisation,
+    the same batches (``batch_size``) and the same optimizer (Adam, ``lr``, for all trained parameters:
+    the head, plus the BatchNorm scales and shifts for "trained"); only what happens to
+    BatchNorm differs:
+
+    - kept: ``freeze``, statistics of the pretraining data, eval mode throughout;
+    - re-estimated: statistics recomputed on the labelled target images (no labels used,
+      ``reestimate_batchnorm``), then kept;
+    - drift: ``requires_grad = False`` only; train mode normalises with each batch's
+      statistics and moves the running ones;
+    - trained: as drift, and the scales and shifts train too (``unfreeze_batchnorm``).
+
+    Scored by validation accuracy: this is a choice to make, not a final result.
+    """
+    results: dict[str, list[BatchNormRun]] = {choice: [] for choice in BATCHNORM_CHOICES}
+    jobs = [(seed, choice) for seed in splits_by_seed for choice in BATCHNORM_CHOICES]
+    heads = {}
+    for seed, choice in tqdm(jobs, desc="training", disable=not progress, leave=False):
+        train, val, _ = splits_by_seed[seed]
+        labelled = per_class_subset(train, per_class, seed=seed)
+        if seed not in heads:
+            torch.manual_seed(seed)
+            heads[seed] = nn.Linear(128, int(val.targets.max()) + 1).state_dict()
+        results[choice].append(
+            _batchnorm_run(
+                choice,
+                heads[seed],
+                labelled,
+                val,
+                epochs=epochs,
+                lr=lr,
+                seed=seed,
+                batch_size=batch_size,
+            )
+        )
+    return results
+
+
+def batchnorm_figure(studies: Mapping[str, dict[str, list[BatchNormRun]]]) -> Figure:
+    """Validation accuracy per BatchNorm choice, one panel per study (say, per batch size):
+    one dot per seed, a bar at the mean, the same accuracy axis for every panel."""
+    figure = Figure(figsize=(6.5, 1.1 + 1.0 * len(studies)), layout="constrained")
+    panels = figure.subplots(len(studies), 1, sharex=True, squeeze=False)[:, 0]
+    for axes, (label, results) in zip(panels, studies.items(), strict=True):
+        names = list(results)
+        for row, name in enumerate(names):
+            values = [r.val_accuracy for r in results[name]]
+            axes.plot(values, [row] * len(values), "o", color="#08519c", alpha=0.7)
+            mean = statistics.fmean(values)
+            axes.plot([mean, mean], [row - 0.3, row + 0.3], "-", color="black", lw=2)
+        axes.set_yticks(range(len(names)), names)
+        axes.set_ylim(len(names) - 0.5, -0.5)
+        axes.set_title(label, fontsize=9, loc="left")
+        axes.grid(alpha=0.3, axis="x")
+    panels[-1].set_xlabel("validation accuracy (dots: seeds; bar: mean)")
+    figure.suptitle("A new head on a frozen backbone: what to do with BatchNorm", fontsize=10)
+    return figure
+
+
 def convergence_figure(runs: dict[str, list[TransferRun]]) -> Figure:
-    """Validation accuracy against optimizer steps, first seed of each strategy (extra runs dotted)."""
+    """Validation accuracy against optimizer steps, first seed of each strategy (extra runs dotted).
+
+    Live and cached features compute the same numbers: when both are there, cached is dashed.
+    """
     figure = Figure(figsize=(6.5, 4), layout="constrained")
     axes = figure.subplots()
     for strategy, seeds in runs.items():
         if seeds[0].curve:
             steps, accuracy = zip(*seeds[0].curve, strict=True)
-            style = "--" if strategy == "features (cached)" else "-"  # same numbers as live
+            both = strategy == "features (cached)" and "features (live)" in runs
+            style = "--" if both else "-"
             style = style if strategy in STRATEGIES else ":"  # an extra run, such as another lr
             axes.plot(steps, accuracy, style, label=strategy)
     axes.set_xlabel("optimizer steps")
-    axes.set_ylabel("validation accuracy")
+    axes.set_ylabel("validation accuracy (first seed)")
     axes.set_ylim(0, 1)
     axes.set_title("Faster: accuracy along the way")
     axes.grid(alpha=0.3)
@@ -400,17 +625,18 @@ def transfer_figure(
 ) -> Figure:
     """Train one strategy once and plot validation accuracy along the way.
 
-    The title gives the validation accuracy at the end, not the test accuracy: a learner
-    tuning with the explorer chooses on validation data, and reads the test set once.
+    The title gives the validation accuracy at the end; the test split of ``splits`` is not
+    even evaluated: a learner tuning with the explorer chooses on validation data, and reads
+    the test set once, at the end.
 
     ``strategy`` is one of STRATEGIES, or CHOSEN_BLOCKS: fine-tune ``blocks`` with the head
     (none: the head alone, on a live frozen backbone). ``lr`` is the head's learning rate
     (other blocks keep their ratio to it; scratch trains everything at ``lr``).
     """
     chosen = fine_tune(*blocks) if strategy == CHOSEN_BLOCKS else _as_strategy(strategy)
-    train, val, test = splits
+    train, val, _ = splits  # the test split stays unread while tuning
     labelled = per_class_subset(train, per_class, seed=seed)
-    run = train_strategy(chosen, labelled, val, test, steps=steps, seed=seed, lr=lr, curve_every=5)
+    run = train_strategy(chosen, labelled, val, None, steps=steps, seed=seed, lr=lr, curve_every=5)
     figure = Figure(figsize=(6.5, 3.6), layout="constrained")
     axes = figure.subplots()
     steps_seen, accuracy = zip(*run.curve, strict=True)

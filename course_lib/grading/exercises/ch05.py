@@ -184,10 +184,16 @@ def _head_case(params: dict) -> Case:
 
 
 def _few_labels_case(params: dict) -> Case:
+    """Public cases score on the validation split, which a learner may look at while tuning;
+    the hidden case (no ``scored_on``) scores once on the test split, when grading."""
     seed, per_class, target = params["seed"], params["per_class"], params["min_accuracy"]
+    scored_on = params.get("scored_on", "test")
+    if scored_on not in ("validation", "test"):
+        raise ValueError(f"scored_on must be 'validation' or 'test', got {scored_on!r}")
 
     def check(train_with_few_labels) -> Verdict:
-        train, _, test = _digits(seed)
+        train, val, test = _digits(seed)
+        scored = val if scored_on == "validation" else test
         labelled = per_class_subset(train, per_class, seed=seed + 100)
         torch.manual_seed(seed)
         model = train_with_few_labels(Split(labelled.inputs.clone(), labelled.targets.clone()))
@@ -196,18 +202,20 @@ def _few_labels_case(params: dict) -> Case:
                 False, "a trained model", describe(model), "return the model you trained"
             )
         with torch.no_grad():
-            output = model.eval()(test.inputs[:2])
+            output = model.eval()(scored.inputs[:2])
         if output.shape != (2, 10):
             return Verdict(False, "10 outputs per image", f"output of shape {tuple(output.shape)}",
                            "replace the head for the 10 digit classes: replace_head(model, 10)")
-        accuracy = evaluate(model, test)["accuracy"]
+        accuracy = evaluate(model, scored)["accuracy"]
         if accuracy < target:
-            return Verdict(False, f"test accuracy >= {target}", f"{accuracy:.3f}",
+            return Verdict(False, f"{scored_on} accuracy >= {target}", f"{accuracy:.3f}",
                            "so few labels are not enough from scratch: start from load_backbone('bundled') "
                            "and fine-tune layer4 + fc (about 100 steps, lr 1e-3)")
         return Verdict(True)
 
-    return Case(f"{per_class} labels per class (seed {seed}), test accuracy >= {target}", check)
+    return Case(
+        f"{per_class} labels per class (seed {seed}), {scored_on} accuracy >= {target}", check
+    )
 
 
 EXERCISES = [
@@ -250,7 +258,8 @@ EXERCISES = [
         function_name="train_with_few_labels",
         points=1,
         make_case=_few_labels_case,
-        public_params=[{"seed": 0, "per_class": 3, "min_accuracy": 0.83}],
+        # while tuning, the learner sees validation accuracy; the hidden case reads the test set
+        public_params=[{"seed": 0, "per_class": 3, "min_accuracy": 0.83, "scored_on": "validation"}],
         general_hint="load_backbone('bundled'), replace_head(model, 10), freeze + unfreeze('layer4', 'fc'), "
         "fit about 100 steps with Adam lr 1e-3",
     ),

@@ -1,0 +1,120 @@
+"""Chapter 5's studies: BatchNorm choices on equal terms, a learning curve that reuses runs and
+gives the feature-extraction head a converged fit, and an explorer that never reads the test set."""
+
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from course_lib.data import Split, digits_splits
+from course_lib.lessons import ch05_transfer_study as study
+from course_lib.lessons.ch05_transfer_study import (
+    BATCHNORM_CHOICES,
+    FEATURES_CONVERGED,
+    accuracies_by_shots,
+    batchnorm_figure,
+    batchnorm_study,
+    compare_strategies,
+    learning_curve,
+    learning_curve_figure,
+    strategy_table,
+    train_strategy,
+    transfer_figure,
+)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    train, val, test = digits_splits(size=16, seed=0)
+    small = Split(val.inputs[:60], val.targets[:60])  # small validation and test: fast checks
+    return {0: (train, small, Split(test.inputs[:60], test.targets[:60]))}
+
+
+def test_batchnorm_study_gives_each_choice_the_same_start_and_only_train_mode_moves_statistics(
+    splits, monkeypatch
+):
+    heads = []
+    real_run = study._batchnorm_run
+
+    def recording(choice, head, *args, **kwargs):
+        heads.append({k: v.clone() for k, v in head.items()})
+        return real_run(choice, head, *args, **kwargs)
+
+    monkeypatch.setattr(study, "_batchnorm_run", recording)
+    results = batchnorm_study(splits, per_class=2, epochs=1, progress=False)
+    assert list(results) == list(BATCHNORM_CHOICES)
+    assert all(len(runs) == 1 for runs in results.values())
+    assert len(heads) == 4 and all(torch.equal(h["weight"], heads[0]["weight"]) for h in heads)
+    kept, reestimated, drift, trained = (results[c][0] for c in BATCHNORM_CHOICES)
+    assert kept.drift == 0 and reestimated.drift == 0  # eval mode while the head trains
+    assert drift.drift > 0 and trained.drift > 0  # train mode moves the running statistics
+    assert all(0 <= r.val_accuracy <= 1 for runs in results.values() for r in runs)
+    one_batch = batchnorm_study(splits, per_class=2, epochs=1, batch_size=20, progress=False)
+    assert (
+        one_batch[BATCHNORM_CHOICES[0]][0].drift == 0
+        and one_batch[BATCHNORM_CHOICES[3]][0].drift > 0
+    )
+    figure = batchnorm_figure({"batches of 32": results, "one batch": one_batch})
+    assert isinstance(figure, Figure) and len(figure.axes) == 2
+
+
+def test_kept_statistics_train_the_same_head_as_a_live_frozen_backbone(splits):
+    """The cached path of the study is the live frozen backbone, computed once."""
+    train, val, _ = splits[0]
+    labelled = Split(train.inputs[:40], train.targets[:40])
+    torch.manual_seed(0)
+    head = torch.nn.Linear(128, 10).state_dict()
+    cached = study._batchnorm_run(
+        BATCHNORM_CHOICES[0], head, labelled, val, epochs=2, lr=1e-2, seed=0
+    )
+    live = train_strategy("features (live)", labelled, val, None, steps=4)
+    assert cached.drift == 0 and abs(cached.val_accuracy - live.val_accuracy) < 0.2
+
+
+def test_a_converged_head_ignores_the_step_budget_and_can_skip_the_test_set(splits):
+    train, val, test = splits[0]
+    small = Split(train.inputs[:100], train.targets[:100])
+    short = train_strategy(FEATURES_CONVERGED, small, val, test, steps=1)
+    long = train_strategy(FEATURES_CONVERGED, small, val, test, steps=500)
+    assert short.test_accuracy == long.test_accuracy and short.val_accuracy == long.val_accuracy
+    assert short.trainable == 1290 and short.train_accuracy > 0.9
+    assert train_strategy(FEATURES_CONVERGED, small, val, None).test_accuracy is None
+
+
+def test_learning_curve_reuses_known_runs_and_trains_only_the_rest(splits, monkeypatch):
+    train, val, test = splits[0]
+    known = compare_strategies(["scratch"], splits, per_class=2, steps=2, progress=False)
+    trained = []
+    real_train = study.train_strategy
+
+    def recording(strategy, labelled, *args, **kwargs):
+        trained.append((strategy, len(labelled)))
+        return real_train(strategy, labelled, *args, **kwargs)
+
+    monkeypatch.setattr(study, "train_strategy", recording)
+    curves = learning_curve(
+        ["scratch", FEATURES_CONVERGED], splits, (1, 2), steps=2, known={2: known}, progress=False
+    )
+    assert curves["scratch"][2] == known["scratch"]  # reused, not trained again
+    assert sorted(trained) == [(FEATURES_CONVERGED, 10), (FEATURES_CONVERGED, 20), ("scratch", 10)]
+    accuracy = accuracies_by_shots(curves)
+    assert accuracy["scratch"][2] == [known["scratch"][0].test_accuracy]
+    figure = learning_curve_figure(curves, full_size=100)
+    assert "3 seeds" not in figure.axes[0].get_ylabel() and "1 seeds" in figure.axes[0].get_ylabel()
+    with pytest.raises(ValueError, match="one per seed"):
+        learning_curve(["scratch"], {**splits, 1: splits[0]}, (2,), known={2: known})
+
+
+def test_the_table_shows_the_spread_over_seeds(splits):
+    runs = compare_strategies(
+        ["features (cached)"], {0: splits[0], 1: splits[0]}, per_class=2, steps=4, progress=False
+    )
+    table = strategy_table(runs, target=0.5)
+    assert "spread" in table and "mean over 2 seeds" in table
+
+
+def test_the_explorer_never_reads_the_test_set(splits):
+    train, val, _ = splits[0]
+    poisoned = Split(torch.full((3, 1, 16, 16), float("nan")), torch.tensor([0, 1, 2]))
+    figure = transfer_figure((train, val, poisoned), per_class=1, steps=10)
+    assert "validation accuracy" in figure.axes[0].get_title()
+    assert "test" not in figure.axes[0].get_title()
