@@ -177,11 +177,9 @@ def _imagenet_resnet18() -> nn.Module:
     path = imagenet_weights_path()
     if not path.exists():
         raise WeightsUnavailable(
-            f"the ImageNet weights of resnet18 are not in torch's cache ({path}), and the course never "
-            f"downloads at run time. On a machine with internet, run\n"
-            f"    python -c \"import torchvision; torchvision.models.resnet18(weights='IMAGENET1K_V1')\"\n"
-            f"or download {_IMAGENET_WEIGHTS.url} into {path.parent}. Offline, use "
-            "load_backbone('bundled'): the course's own pretrained backbone."
+            f"the ImageNet weights of resnet18 are not on this machine ({path}) and the course "
+            "downloads nothing unless asked: run `course weights fetch resnet18` once (45 MB, checked "
+            "against its pinned SHA-256), or use load_backbone('bundled'), which works offline."
         )
     content = path.read_bytes()  # check and load the same bytes, read once
     _check_imagenet_file(path, content)
