@@ -1,4 +1,5 @@
-"""The ``course`` command: doctor, notebooks refresh, assign, grade, bench."""
+"""The ``course`` command: doctor, notebooks refresh, assign, grade, bench, pretrain, ddp,
+finetune, predict, weights."""
 
 from __future__ import annotations
 
@@ -94,7 +95,169 @@ def _parser() -> argparse.ArgumentParser:
         help="write to a temporary file; exit 1 unless it is byte for byte the bundled one",
     )
     pretrain.set_defaults(run=_pretrain)
+
+    finetune = commands.add_parser(
+        "finetune", help="fine-tune a pretrained backbone on your photos (DATA_DIR/<class>/*.jpg)"
+    )
+    finetune.add_argument("data_dir", metavar="DATA_DIR", help="one sub-folder of photos per class")
+    finetune.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder to write")
+    finetune.add_argument(
+        "--backbone",
+        choices=["bundled", "resnet18"],
+        default="bundled",
+        help="bundled (offline, glyph-pretrained) or resnet18 (ImageNet; `course weights fetch resnet18` first)",
+    )
+    finetune.add_argument(
+        "--strategy",
+        choices=["fine-tune", "features"],
+        default="fine-tune",
+        help="train layer4 + a new head, or only a head on cached features",
+    )
+    finetune.add_argument("--epochs", type=int, default=3)
+    finetune.add_argument("--batch-size", type=int, default=16)
+    finetune.add_argument("--seed", type=int, default=0)
+    finetune.add_argument(
+        "--signing-key",
+        default=None,
+        metavar="KEY_FILE",
+        help="sign the model (chapter 6's key file)",
+    )
+    finetune.set_defaults(run=_finetune)
+
+    predict = commands.add_parser(
+        "predict", help="classify photos with a model from `course finetune`"
+    )
+    predict.add_argument("model_dir", metavar="MODEL_DIR")
+    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.add_argument(
+        "--verify-key", default=None, metavar="KEY_FILE", help="the key the model was signed with"
+    )
+    predict.add_argument(
+        "--allow-unsigned",
+        action="store_true",
+        help="load an unsigned model (you wrote it yourself)",
+    )
+    predict.set_defaults(run=_predict)
+
+    weights = commands.add_parser("weights", help="the one optional download: pretrained weights")
+    weight_commands = weights.add_subparsers(title="weights commands", metavar="COMMAND")
+    fetch = weight_commands.add_parser(
+        "fetch", help="download resnet18's ImageNet weights (45 MB) into torch's cache, checked"
+    )
+    fetch.add_argument("name", choices=["resnet18"])
+    fetch.set_defaults(run=_fetch_weights)
+
+    ddp = commands.add_parser(
+        "ddp",
+        help="chapter 7: data-parallel fine-tuning with torchrun (gloo on CPUs, nccl on GPUs)",
+    )
+    ddp.add_argument("--workers", type=int, default=2, help="processes torchrun starts")
+    ddp.add_argument(
+        "--check",
+        action="store_true",
+        help="also train in one process; exit 1 if the parameters differ beyond float tolerance",
+    )
+    ddp.add_argument(
+        "--port", type=int, default=None, help="rendezvous port (default: a free one, --standalone)"
+    )
+    ddp.add_argument("--max-restarts", type=int, default=0, help="restarts torchrun may make")
+    ddp.add_argument(
+        "--allow-oversubscribe", action="store_true", help="allow more workers than CPU cores"
+    )
+    ddp.add_argument(
+        "--out", default=None, help="folder for checkpoints and results (default: temporary)"
+    )
+    ddp.set_defaults(run=_ddp)
     return parser
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from course_lib.tools.own_photos import finetune
+
+    return finetune(
+        args.data_dir,
+        args.out,
+        backbone=args.backbone,
+        strategy=args.strategy,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        signing_key_file=args.signing_key,
+    )
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from course_lib.tools.own_photos import predict
+
+    return predict(
+        args.model_dir,
+        args.images,
+        verify_key_file=args.verify_key,
+        allow_unsigned=args.allow_unsigned,
+    )
+
+
+def _fetch_weights(args: argparse.Namespace) -> int:
+    from course_lib.tools.weights import FetchError, fetch_resnet18_imagenet
+
+    try:
+        path = fetch_resnet18_imagenet()
+    except (FetchError, ValueError) as exc:
+        print(f"course weights fetch: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"resnet18's ImageNet weights are in {path}, checked against their pinned SHA-256")
+    return EXIT_OK
+
+
+def _ddp(args: argparse.Namespace) -> int:
+    import tempfile
+    from dataclasses import replace
+    from pathlib import Path
+
+    from course_lib.ddp import (
+        FLOAT_TOLERANCE,
+        PortInUse,
+        TrainingConfig,
+        WorkerFailed,
+        largest_difference,
+        run_single,
+        run_workers,
+    )
+
+    with tempfile.TemporaryDirectory(prefix="course-ddp-") as folder:
+        out = Path(args.out or folder)
+        config = TrainingConfig(out=str(out / f"{args.workers}-workers"))
+        try:
+            run = run_workers(
+                config,
+                args.workers,
+                max_restarts=args.max_restarts,
+                port=args.port,
+                allow_oversubscribe=args.allow_oversubscribe,
+            )
+        except (ValueError, PortInUse) as exc:
+            print(f"course ddp: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except (WorkerFailed, TimeoutError) as exc:
+            print(f"course ddp: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        print(run.launch.shown_command)
+        print(
+            f"{run.world_size} workers x batch {config.global_batch // run.world_size}: "
+            f"{len(run.history)} steps in {run.launch.seconds:.1f} s, "
+            f"loss {run.losses[0]:.4f} -> {run.losses[-1]:.4f}"
+        )
+        if not args.check:
+            return EXIT_OK
+        single = run_single(replace(config, out=str(out / "1-process")))
+        difference = largest_difference(run.params, single.params)
+        same = difference <= FLOAT_TOLERANCE
+        print(
+            f"largest parameter difference to one process x batch {config.global_batch}: "
+            f"{difference:.2e} ({'within' if same else 'BEYOND'} the float tolerance "
+            f"{FLOAT_TOLERANCE:.0e})"
+        )
+        return EXIT_OK if same else EXIT_FAILED
 
 
 def _pretrain(args: argparse.Namespace) -> int:

@@ -121,7 +121,13 @@ def predict(
         for warning in caught:
             print(f"course predict: warning: {warning.message}", file=stderr)
     except IntegrityError as exc:
-        print(f"course predict: refused {model_dir}: {exc}", file=stderr)
+        why = str(exc)
+        if verify_key_file is None and not allow_unsigned:
+            why = (
+                "no key to check its signature with: pass --verify-key KEY_FILE (the key it was "
+                "signed with), or --allow-unsigned for a model you trained yourself"
+            )
+        print(f"course predict: refused {model_dir}: {why}", file=stderr)
         return EXIT_REFUSED
     except (PhotoModelError, ValueError, KeyError, OSError) as exc:
         print(f"course predict: {exc}", file=stderr)

@@ -90,3 +90,22 @@ def test_resnet18_without_its_weights_says_what_to_run(photos, tmp_path, monkeyp
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-cache"))
     status, _, err = run(finetune, photos, tmp_path / "out", backbone="resnet18", progress=False)
     assert status == 2 and "ImageNet weights of resnet18" in err and err.count("\n") == 1
+
+
+def test_the_course_command_runs_them(photos, tmp_path, capsys, monkeypatch):
+    from course_lib.tools import weights
+    from course_lib.tools.cli import main
+
+    out = tmp_path / "model"
+    assert (
+        main(
+            ["finetune", str(photos), "--out", str(out), "--strategy", "features", "--epochs", "1"]
+        )
+        == 0
+    )
+    image = str(next(photos.rglob("*.jpg")))
+    assert main(["predict", str(out), image, "--allow-unsigned"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith(image + "\t")
+    monkeypatch.setattr(weights, "fetch_resnet18_imagenet", lambda: tmp_path / "w.pth")
+    assert main(["weights", "fetch", "resnet18"]) == 0
+    assert "checked against their pinned SHA-256" in capsys.readouterr().out
