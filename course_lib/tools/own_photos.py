@@ -32,10 +32,11 @@ def finetune(
     seed: int = 0,
     signing_key_file: str | os.PathLike | None = None,
     progress: bool = True,
-    stdout: TextIO = sys.stdout,
-    stderr: TextIO = sys.stderr,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
 ) -> int:
     """Train on ``data_dir``'s photos and write the best model to ``out``; return an exit status."""
+    stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
     from course_lib.hardening import load_key
     from course_lib.photo_classifier import (
         TrainingConfig,
@@ -106,10 +107,11 @@ def predict(
     *,
     verify_key_file: str | os.PathLike | None = None,
     allow_unsigned: bool = False,
-    stdout: TextIO = sys.stdout,
-    stderr: TextIO = sys.stderr,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
 ) -> int:
     """Print ``path<TAB>class<TAB>confidence`` per image; return an exit status."""
+    stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
     from course_lib.hardening import IntegrityError, load_key
     from course_lib.photo_classifier import PhotoModelError, load_photo_model
 
