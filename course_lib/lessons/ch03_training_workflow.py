@@ -7,11 +7,15 @@ the spread over seeds. The rest are the measurements the chapter explains its re
 
 - :func:`logit_gradient`: how hard each loss pushes on the logits of one example, e.g. one
   that is confidently wrong (:func:`confident_logits`);
-- :func:`hidden_signal`: how much each hidden layer's output still depends on the input.
+- :func:`hidden_signal`: how much each hidden layer's output still depends on the input, and
+  :func:`signal_during_training`: the same after a few steps of Adam;
+- :func:`softmax_twice_loss_floor`: the lowest loss reachable when a softmax is put before
+  ``nn.CrossEntropyLoss`` (which applies its own).
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,9 +43,27 @@ __all__ = [
     "logit_gradient",
     "LayerSignal",
     "hidden_signal",
+    "signal_during_training",
+    "softmax_twice_loss_floor",
 ]
 
 LOSSES = ("cross-entropy", "MSE on logits", "MSE on softmax")
+
+
+class _MSEOnSoftmax(nn.Module):
+    """``mean((softmax(z) - onehot)^2)``: the Brier score (up to a factor), a proper scoring rule."""
+
+    def forward(self, logits: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(logits.softmax(dim=-1), one_hot)
+
+
+def _xavier_hidden_layers(network: nn.Sequential, gain: float) -> None:
+    """Xavier-uniform weights with ``gain`` (``U(-a, a)``, ``a = gain * sqrt(6 / (fan_in + fan_out))``)
+    and zero biases in every hidden block's Linear layer; the head keeps PyTorch's default."""
+    for block in network:
+        if isinstance(block, nn.Sequential):
+            nn.init.xavier_uniform_(block[0].weight, gain=gain)
+            nn.init.zeros_(block[0].bias)
 
 
 @dataclass(frozen=True)
@@ -64,24 +86,31 @@ def train_and_validate(
     loss: str = "cross-entropy",
     epochs: int = 15,
     seed: int = 0,
+    init_gain: float | None = None,
 ) -> Run:
     """Train ``mlp(64, hidden, 10)`` with Adam at ``lr`` for ``epochs`` epochs; measure it.
 
-    ``loss`` is ``"cross-entropy"`` (class indices) or ``"MSE on logits"`` (the raw outputs
-    compared with one-hot vectors). The initial weights and the batch order follow ``seed``.
+    ``loss`` is ``"cross-entropy"`` (class indices), ``"MSE on logits"`` (the raw outputs
+    compared with one-hot vectors) or ``"MSE on softmax"`` (the softmax of the outputs compared
+    with one-hot vectors). The initial weights and the batch order follow ``seed``. The weights
+    start as PyTorch's default for ``nn.Linear`` (``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, a
+    standard deviation of ``1/sqrt(3 fan_in)``) unless ``init_gain`` is given: then the hidden
+    layers start Xavier-uniform with that gain (the usual advice for sigmoid is 4).
     """
-    if loss not in LOSSES[:2]:
-        raise ValueError(f"loss must be 'cross-entropy' or 'MSE on logits', got {loss!r}")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {list(LOSSES)}, got {loss!r}")
     torch.manual_seed(seed)
     features = train.inputs[0].numel()
     classes = int(train.targets.max()) + 1
     network = mlp(features, list(hidden), classes, activation=activation)
+    if init_gain is not None:
+        _xavier_hidden_layers(network, init_gain)
     optimizer = torch.optim.Adam(network.parameters(), lr=lr)
     if loss == "cross-entropy":
         data, loss_fn = train, nn.CrossEntropyLoss()
     else:
         data = Split(train.inputs, F.one_hot(train.targets, classes).float())
-        loss_fn = nn.MSELoss()
+        loss_fn = nn.MSELoss() if loss == "MSE on logits" else _MSEOnSoftmax()
     history = fit(
         network,
         data,
@@ -248,3 +277,47 @@ def hidden_signal(model: nn.Sequential, inputs: torch.Tensor) -> list[LayerSigna
         else:
             x = layer(x)
     return signals
+
+
+def signal_during_training(
+    model: nn.Sequential,
+    train: Split,
+    lr: float,
+    steps: Sequence[int],
+    *,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> dict[int, list[LayerSignal]]:
+    """:func:`hidden_signal` on ``train.inputs`` after each number of Adam steps in ``steps``.
+
+    Trains ``model`` in place with cross-entropy, on mini-batches of a seeded shuffle of
+    ``train``; ``0`` in ``steps`` measures the untrained model.
+    """
+    if not steps or min(steps) < 0:
+        raise ValueError(f"steps must be numbers of steps >= 0, got {list(steps)}")
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    loss_fn = nn.CrossEntropyLoss()
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    batches = order.split(batch_size)
+    signals, done = {}, 0
+    for target in sorted(steps):
+        while done < target:
+            batch = batches[done % len(batches)]
+            optimizer.zero_grad()
+            loss_fn(model(train.inputs[batch]), train.targets[batch]).backward()
+            optimizer.step()
+            done += 1
+        signals[target] = hidden_signal(model, train.inputs)
+    return signals
+
+
+def softmax_twice_loss_floor(classes: int) -> float:
+    """The smallest cross-entropy a model can reach when its outputs are already probabilities.
+
+    ``nn.CrossEntropyLoss`` applies a softmax itself; fed probabilities ``p`` (each in [0, 1]),
+    its loss is ``-log(e^{p_y} / sum_k e^{p_k})``, smallest for ``p_y = 1`` and the rest 0:
+    ``log(1 + (classes - 1) / e)``, 1.46 for 10 classes, far above 0.
+    """
+    if classes < 2:
+        raise ValueError(f"classes must be >= 2, got {classes}")
+    return math.log(1 + (classes - 1) / math.e)

@@ -16,6 +16,8 @@ from course_lib.lessons.ch03_training_workflow import (
     logit_gradient,
     loss_of_logits,
     mean_and_range,
+    signal_during_training,
+    softmax_twice_loss_floor,
     train_and_validate,
     tune_learning_rate,
     tuning_figure,
@@ -45,8 +47,22 @@ def test_mse_on_logits_trains_on_one_hot_targets_and_still_reports_accuracy(data
     run = train_and_validate(train, val, 1e-2, loss="MSE on logits", epochs=5)
     assert run.history["train_loss"][-1] < run.history["train_loss"][0]
     assert run.val_accuracy > 0.3  # far above chance (0.1) after 5 epochs
+    after_softmax = train_and_validate(train, val, 1e-2, loss="MSE on softmax", epochs=5)
+    assert after_softmax.history["train_loss"][-1] < after_softmax.history["train_loss"][0]
+    assert after_softmax.history["train_loss"][0] < 0.1  # probabilities: each error at most 1
     with pytest.raises(ValueError, match="loss must be"):
-        train_and_validate(train, val, 1e-2, loss="MSE on softmax")
+        train_and_validate(train, val, 1e-2, loss="hinge")
+
+
+def test_init_gain_sets_xavier_weights_in_hidden_layers_only(data):
+    train, val = data
+    run = train_and_validate(train, val, 0.0, hidden=(32, 32), epochs=1, init_gain=4.0)
+    first, second, head = run.model[1][0], run.model[2][0], run.model[3]
+    bound = 4.0 * math.sqrt(6 / (64 + 32))
+    assert first.weight.abs().max() <= bound and first.weight.abs().max() > 0.9 * bound
+    assert second.weight.abs().max() > 0.9 * 4.0 * math.sqrt(6 / 64)
+    assert first.bias.abs().max() == 0
+    assert head.weight.abs().max() <= 1 / math.sqrt(32)  # PyTorch's default U(-1/sqrt(fan_in), ...)
 
 
 def _run(accuracy):
@@ -114,3 +130,23 @@ def test_hidden_signal_sees_sigmoid_centred_at_one_half_and_tanh_at_zero():
     assert abs(sigmoid[0].mean - 0.5) < 0.05 and abs(tanh[0].mean) < 0.05
     assert sigmoid[1].spread < tanh[1].spread
     assert all(0 <= s.saturated <= 1 for s in sigmoid + tanh)
+
+
+def test_signal_during_training_measures_after_each_number_of_steps(data):
+    train, _ = data
+    torch.manual_seed(0)
+    model = mlp(64, [16, 16], 10, activation="sigmoid")
+    signals = signal_during_training(model, train, 0.1, (0, 3), batch_size=16)
+    assert sorted(signals) == [0, 3] and all(len(s) == 2 for s in signals.values())
+    assert signals[0][0].saturated < signals[3][0].saturated  # a large rate pushes units outwards
+    with pytest.raises(ValueError, match="steps"):
+        signal_during_training(model, train, 0.1, ())
+
+
+def test_softmax_twice_floor_is_the_loss_of_a_perfect_probability_vector():
+    perfect = torch.tensor([[1.0] + [0.0] * 9])
+    loss = torch.nn.functional.cross_entropy(perfect, torch.tensor([0]))
+    assert softmax_twice_loss_floor(10) == pytest.approx(loss.item())
+    assert softmax_twice_loss_floor(10) == pytest.approx(math.log(1 + 9 / math.e))
+    with pytest.raises(ValueError):
+        softmax_twice_loss_floor(1)
