@@ -4,14 +4,17 @@
   pickle payload to show why (``course_lib.hardening.serialization``);
 - keys, AES-256-GCM encryption, HMAC-SHA256 and Ed25519 signatures (``crypto``);
 - envelope encryption: a data key per artefact, wrapped by a key-encryption key that stays
-  in a KMS, with rotation (``envelope``; ``SimulatedKMS`` stands in for the service);
+  in a KMS, with KEK versions: rotation, and destroying an old version as a separate step
+  (``envelope``; ``SimulatedKMS`` stands in for the service);
 - ``save_secure`` / ``load_secure``: a signed manifest of SHA-256 hashes, encryption at rest,
-  and verification on every load, refused without a verify key unless ``allow_unsigned=True``
-  (``secure``); ``sign_file`` / ``verify_file`` for a single file. Any failure raises
+  and verification on every load, refused without a verify key unless ``allow_unsigned=True``,
+  optionally checked against the ``expected`` name and version (``secure``); ``sign_file`` / ``verify_file`` for a single file. Any failure raises
   :class:`IntegrityError`;
 - ``ModelRegistry``: versions, aliases (champion, candidate), rollback and lineage on a local
-  folder, safe when several processes write at once; ``dataset_fingerprint`` (``model_registry``);
-- calibration: reliability bins, expected calibration error, temperature scaling (``calibration``);
+  folder, safe when several processes of one machine write at once, its records read from the
+  signed manifests; ``dataset_fingerprint`` (``model_registry``);
+- calibration: reliability bins, expected calibration error and its noise floor, negative
+  log-likelihood, temperature scaling (``calibration``);
 - prediction validation: an input guard, OOD scores with a calibrated threshold and AUROC,
   FGSM and PGD attacks, and ``GuardedPredictor``, which abstains with a reason (``guard``);
 - export: torch.export, ONNX checked against onnxruntime and verified before it runs, dynamic
@@ -20,8 +23,10 @@
 """
 
 from course_lib.hardening.calibration import (
+    ece_noise_floor,
     expected_calibration_error,
     fit_temperature,
+    negative_log_likelihood,
     reliability_bins,
 )
 from course_lib.hardening.crypto import (
@@ -69,6 +74,7 @@ from course_lib.hardening.secure import (
     rotate_data_key,
     save_secure,
     sign_file,
+    verified_metadata,
     verify_file,
 )
 from course_lib.hardening.serialization import (
@@ -85,6 +91,7 @@ __all__ = [
     "load_secure",
     "UnsignedModelWarning",
     "rotate_data_key",
+    "verified_metadata",
     "sign_file",
     "verify_file",
     "SimulatedKMS",
@@ -105,6 +112,8 @@ __all__ = [
     "dataset_fingerprint",
     "reliability_bins",
     "expected_calibration_error",
+    "ece_noise_floor",
+    "negative_log_likelihood",
     "fit_temperature",
     "reliability_figure",
     "InvalidInput",

@@ -37,6 +37,7 @@ __all__ = [
 
 KEY_ENV = "COURSE_MODEL_KEY"  # the environment variable load_key() reads
 NONCE_BYTES = 12  # 96 bits, what GCM is designed for
+MIN_SECRET_BYTES = 16  # the shortest HMAC secret sign() and verify() accept
 
 
 def sha256_hex(data: bytes) -> str:
@@ -102,17 +103,36 @@ def sign(message: bytes, signing_key: bytes | Ed25519PrivateKey) -> tuple[str, b
     """``("hmac-sha256", tag)`` for a bytes key, ``("ed25519", signature)`` for a private key."""
     if isinstance(signing_key, Ed25519PrivateKey):
         return "ed25519", signing_key.sign(message)
-    if isinstance(signing_key, bytes | bytearray) and len(signing_key) >= 16:
+    if isinstance(signing_key, bytes | bytearray):
+        _check_secret_length(signing_key, "signing_key")
         return "hmac-sha256", hmac.new(bytes(signing_key), message, hashlib.sha256).digest()
     raise TypeError("signing_key must be an Ed25519PrivateKey or a secret of at least 16 bytes")
+
+
+def _check_secret_length(secret: bytes, what: str) -> None:
+    # an empty or short HMAC secret is guessable: refuse it when signing AND when verifying,
+    # or a manifest "signed" with b"" would verify under verify_key=b""
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ValueError(
+            f"{what} is an HMAC secret of {len(secret)} bytes; it needs at least "
+            f"{MIN_SECRET_BYTES} (new_key() makes 32)"
+        )
 
 
 def verify(
     message: bytes, algorithm: str, signature: bytes, verify_key: bytes | Ed25519PublicKey
 ) -> None:
-    """Raise IntegrityError unless ``signature`` is ``algorithm``'s signature of ``message``."""
+    """Raise IntegrityError unless ``signature`` is ``algorithm``'s signature of ``message``.
+
+    ``verify_key`` is the Ed25519 *public* key or the HMAC secret (at least 16 bytes, as for
+    signing; a shorter one raises ValueError). A private key raises TypeError: the machines
+    that verify should hold only the public key.
+    """
     if isinstance(verify_key, Ed25519PrivateKey):
-        verify_key = verify_key.public_key()
+        raise TypeError(
+            "verify_key is an Ed25519 private key: pass its public_key(); the machines that "
+            "verify should never hold the key that signs"
+        )
     if isinstance(verify_key, Ed25519PublicKey):
         if algorithm != "ed25519":
             raise IntegrityError(
@@ -126,6 +146,7 @@ def verify(
             ) from None
         return
     if isinstance(verify_key, bytes | bytearray):
+        _check_secret_length(verify_key, "verify_key")
         if algorithm != "hmac-sha256":
             raise IntegrityError(
                 f"the manifest is signed with {algorithm}, but an HMAC secret was given"

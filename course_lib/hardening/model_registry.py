@@ -1,10 +1,15 @@
-"""A model registry on a local folder: numbered versions, aliases, lineage, safe under concurrency.
+"""A model registry on a local folder: numbered versions, aliases, lineage, safe for concurrent
+processes on one machine.
 
 Layout::
 
-    root/<name>/versions/<n>/   one save_secure folder per version, never modified once written
-    root/<name>/registry.json   versions (metrics, parent, data fingerprint, time) and aliases
-    root/<name>/.lock           an OS file lock: one writer at a time, across processes
+    root/<name>/versions/<n>/   one save_secure folder per version; its weights, manifest and
+                                signature are never rewritten (rotate_data_key rewrites only
+                                its data_key.json)
+    root/<name>/registry.json   an index: versions (metrics, parent, data fingerprint, time) and
+                                aliases; NOT signed
+    root/<name>/.lock           an OS file lock (flock): one writer at a time, across the
+                                processes of one machine (flock is unreliable over NFS)
 
 Every write is atomic. A version folder is written under a temporary name and renamed into
 place, and registry.json is replaced in one ``os.replace``. A process killed mid-register
@@ -15,8 +20,13 @@ pointed before.
 The registry verifies by default: registering needs a ``signing_key`` and loading a
 ``verify_key``, unless the registry is opened with ``allow_unsigned=True`` (for tests and
 scratch work; every load then warns). With a ``kms``, versions are envelope-encrypted.
+``versions`` and ``lineage`` read each version's metrics, parent and data fingerprint from its
+*signed* manifest, and raise IntegrityError where the unsigned ``registry.json`` disagrees;
+``load`` checks that the signed name and version are the ones asked for. The aliases are only
+in ``registry.json``: whoever can write it can point "champion" at another signed version.
 :func:`dataset_fingerprint` computes the ``data_fingerprint`` of a version from the data
-itself, so that "trained on what?" has a checkable answer.
+itself. It records what the signer claims the model was trained on; it does not prove it
+(build provenance, SLSA / in-toto attestations, is the industrial answer).
 """
 
 from __future__ import annotations
@@ -32,13 +42,15 @@ from pathlib import Path
 import torch
 
 from course_lib.files import write_atomically
+from course_lib.hardening.crypto import Ed25519PrivateKey
 from course_lib.hardening.envelope import SimulatedKMS
-from course_lib.hardening.secure import load_secure, save_secure
+from course_lib.hardening.secure import load_secure, save_secure, verified_metadata
 from course_lib.hardening.serialization import IntegrityError
 
 __all__ = ["ModelRegistry", "dataset_fingerprint"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_RECORD_FIELDS = ("metrics", "parent", "data_fingerprint", "created")
 
 
 class ModelRegistry:
@@ -81,7 +93,9 @@ class ModelRegistry:
     ) -> int:
         """Store a new version of ``name``; return its number (1, 2, ...).
 
+        ``metrics`` are what promotion decisions read: validation metrics, not test ones.
         ``data_fingerprint`` should come from :func:`dataset_fingerprint` of the training data.
+        All of it is signed into the version's manifest.
         """
         if self.signing_key is None and not self.allow_unsigned:
             raise ValueError(
@@ -141,12 +155,41 @@ class ModelRegistry:
     # --- reading -------------------------------------------------------------------------------
 
     def versions(self, name: str) -> list[dict]:
-        """Every registered version of ``name``, oldest first, with its record."""
+        """Every registered version of ``name``, oldest first: its number and signed record.
+
+        The record (``metrics``, ``parent``, ``data_fingerprint``, ``created``) comes from the
+        version's verified manifest; IntegrityError if ``registry.json`` says otherwise.
+        """
         registry = self._read(name)
         return [
-            {"version": int(v), **record}
-            for v, record in sorted(registry["versions"].items(), key=lambda item: int(item[0]))
+            {"version": int(v), **self._signed_record(name, int(v), registry)}
+            for v in sorted(registry["versions"], key=int)
         ]
+
+    def _signed_record(self, name: str, version: int, registry: dict) -> dict:
+        metadata = verified_metadata(
+            self._folder(name) / "versions" / str(version),
+            verify_key=self._reading_key(),
+            allow_unsigned=self.allow_unsigned,
+            expected={"name": name, "version": version},
+        )
+        signed = {field: metadata.get(field) for field in _RECORD_FIELDS}
+        indexed = {field: registry["versions"][str(version)].get(field) for field in _RECORD_FIELDS}
+        if signed != indexed:
+            different = sorted(f for f in _RECORD_FIELDS if signed[f] != indexed[f])
+            raise IntegrityError(
+                f"{name} version {version}: registry.json's {different} differ from the signed "
+                "manifest's: the unsigned index was edited"
+            )
+        return signed
+
+    def _reading_key(self):
+        """The key that verifies: ``verify_key``, else the one that checks ``signing_key``."""
+        if self.verify_key is not None or self.signing_key is None:
+            return self.verify_key
+        if isinstance(self.signing_key, Ed25519PrivateKey):
+            return self.signing_key.public_key()
+        return self.signing_key  # an HMAC secret verifies what it signs
 
     def aliases(self, name: str) -> dict[str, int]:
         """Where each alias points now."""
@@ -169,27 +212,30 @@ class ModelRegistry:
     def load(self, reference: str) -> tuple[dict[str, torch.Tensor], dict]:
         """``(state_dict, metadata)`` of ``"name@alias"`` or ``"name@version"``, fully verified."""
         name, version = self.resolve(reference)
-        state_dict, metadata = load_secure(
-            self._folder(name) / "versions" / str(version),
-            key=self.key,
-            kms=self.kms,
-            verify_key=self.verify_key,
-            allow_unsigned=self.allow_unsigned,
-        )
-        if (metadata.get("name"), metadata.get("version")) != (name, version):
-            raise IntegrityError(
-                f"{reference} resolved to {name} version {version}, but the folder holds "
-                f"{metadata.get('name')} version {metadata.get('version')}: a version was copied over another"
+        try:
+            return load_secure(
+                self._folder(name) / "versions" / str(version),
+                key=self.key,
+                kms=self.kms,
+                verify_key=self._reading_key(),
+                allow_unsigned=self.allow_unsigned,
+                expected={"name": name, "version": version},
             )
-        return state_dict, metadata
+        except IntegrityError as error:
+            raise IntegrityError(f"{reference} (version {version}): {error}") from None
 
     def lineage(self, reference: str) -> list[int]:
-        """The version and its ancestors, newest first: [5, 3, 1] when 5's parent is 3 and 3's is 1."""
+        """The version and its ancestors, newest first: [5, 3, 1] when 5's parent is 3 and 3's is 1.
+
+        Each parent is read from the version's signed manifest (see :meth:`versions`).
+        """
         name, version = self.resolve(reference)
         registry, chain = self._read(name), []
         while version is not None:
+            if version in chain or str(version) not in registry["versions"]:
+                raise IntegrityError(f"{name}: the lineage of {reference} is broken at {version}")
             chain.append(version)
-            version = registry["versions"][str(version)]["parent"]
+            version = self._signed_record(name, version, registry)["parent"]
         return chain
 
     # --- storage ----------------------------------------------------------------------------------
@@ -205,7 +251,7 @@ class ModelRegistry:
         (folder / "versions").mkdir(parents=True, exist_ok=True)
         fcntl = _fcntl()
         with open(folder / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # waits for any other writer, in any process
+            fcntl.flock(lock, fcntl.LOCK_EX)  # waits for any other writer on this machine
             try:
                 yield
             finally:

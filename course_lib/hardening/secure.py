@@ -8,12 +8,16 @@
       manifest.json               format, SHA-256 of the weights file, metadata, encryption settings
       manifest.sig                "<algorithm> <hex signature>" of manifest.json's exact bytes
 
-``load_secure(path, kms=..., verify_key=...)`` checks everything before it trusts anything:
-the signature, then that the folder holds exactly the files the manifest lists, then each
-file's SHA-256, then decrypts (the name and version are bound in as associated data), then
-parses the tensors. Any failure raises IntegrityError with what failed. It **fails closed**:
-without a ``verify_key`` it refuses, unless the caller opts out with ``allow_unsigned=True``,
-which warns what it skips.
+``load_secure(path, kms=..., verify_key=..., expected=...)`` checks everything before it trusts
+anything: the signature, then that the signed metadata is the artefact asked for
+(``expected``, e.g. ``{"name": "digits", "version": 3}``), then that the folder holds exactly
+the files the manifest lists, then each file's SHA-256, then decrypts (the name and version
+are bound in as associated data), then parses the tensors. Any failure raises IntegrityError
+with what failed. It **fails closed**: without a ``verify_key`` it refuses, unless the caller
+opts out with ``allow_unsigned=True``, which warns what it skips. A signature says "signed by
+this key", not "the model I asked for": without ``expected``, another artefact signed by the
+same key (an older version, another model) put in place of this one loads.
+:func:`verified_metadata` checks the signature and returns the signed metadata only.
 
 Encryption comes in two forms. ``key=`` encrypts with one key the caller holds (it must then
 live somewhere safer than the disk it protects). ``kms=`` uses envelope encryption
@@ -58,6 +62,7 @@ __all__ = [
     "save_secure",
     "load_secure",
     "rotate_data_key",
+    "verified_metadata",
     "sign_file",
     "verify_file",
     "FORMAT",
@@ -155,28 +160,23 @@ def load_secure(
     kms: SimulatedKMS | None = None,
     verify_key: bytes | Ed25519PublicKey | None = None,
     allow_unsigned: bool = False,
+    expected: dict | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict]:
     """``(state_dict, metadata)`` of a folder written by save_secure, after checking all of it.
 
     Verifies by default: without ``verify_key`` it refuses to load. ``allow_unsigned=True``
     loads an *unsigned* folder (one you wrote yourself, in a test) and warns that nothing then
-    says who wrote it; a signed folder always needs its ``verify_key``.
+    says who wrote it; a signed folder always needs its ``verify_key``. ``expected`` (optional,
+    e.g. ``{"name": "digits", "version": 3}``): each field must equal the signed metadata's,
+    so that another artefact signed by the same key, put in this folder's place, is refused.
 
     Raises:
         IntegrityError: unknown format; no verify_key; a signature that is missing,
-            unexpected or wrong; a file missing, extra or changed; a wrong or missing key, an
-            unknown KEK id; truncated or damaged data.
+            unexpected or wrong; metadata other than ``expected``; a file missing, extra or
+            changed; a wrong or missing key, an unknown KEK id; truncated or damaged data.
     """
     path = Path(path)
-    if verify_key is not None and allow_unsigned:
-        raise ValueError("pass verify_key or allow_unsigned=True, not both")
-    if not (path / MANIFEST).is_file():
-        raise IntegrityError(
-            f"{path} is not a model saved by save_secure: no {MANIFEST} (unknown format)"
-        )
-    raw = (path / MANIFEST).read_bytes()
-    _check_signature(path, raw, verify_key, allow_unsigned)
-    manifest = _parse_manifest(raw)
+    manifest = _verified_manifest(path, verify_key, allow_unsigned, expected)
     listed = set(manifest["files"])
     unlisted = {MANIFEST, SIGNATURE} | ({KEY_FILE} if manifest["encryption"] == ENVELOPE else set())
     present = {p.name for p in path.iterdir()} - unlisted
@@ -203,6 +203,48 @@ def load_secure(
     else:
         weights = _open_weights(manifest, contents, key)
     return weights, manifest["metadata"]
+
+
+def verified_metadata(
+    path: str | os.PathLike,
+    *,
+    verify_key: bytes | Ed25519PublicKey | None = None,
+    allow_unsigned: bool = False,
+    expected: dict | None = None,
+) -> dict:
+    """The metadata of a save_secure folder, read from its manifest after checking the signature.
+
+    Cheap (no weights are read or decrypted): for listing versions, metrics and lineage from
+    what the signer wrote rather than from an unsigned index. Same keys and errors as
+    :func:`load_secure`.
+    """
+    return _verified_manifest(Path(path), verify_key, allow_unsigned, expected)["metadata"]
+
+
+def _verified_manifest(path: Path, verify_key, allow_unsigned: bool, expected: dict | None) -> dict:
+    if verify_key is not None and allow_unsigned:
+        raise ValueError("pass verify_key or allow_unsigned=True, not both")
+    if not (path / MANIFEST).is_file():
+        raise IntegrityError(
+            f"{path} is not a model saved by save_secure: no {MANIFEST} (unknown format)"
+        )
+    raw = (path / MANIFEST).read_bytes()
+    _check_signature(path, raw, verify_key, allow_unsigned)
+    manifest = _parse_manifest(raw)
+    metadata = manifest.get("metadata")
+    if not isinstance(metadata, dict):
+        raise IntegrityError(f"{MANIFEST} has no metadata object")
+    wrong = {
+        field: metadata.get(field)
+        for field, value in (expected or {}).items()
+        if metadata.get(field) != value
+    }
+    if wrong:
+        raise IntegrityError(
+            f"folder {path.name!r} holds {wrong}, not the expected {expected}: a validly signed but "
+            "different artefact (another model or version) was put in its place"
+        )
+    return manifest
 
 
 def _check_signature(path: Path, raw: bytes, verify_key, allow_unsigned: bool) -> None:
@@ -280,10 +322,12 @@ def verify_file(path: str | os.PathLike, verify_key: bytes | Ed25519PublicKey) -
 
 
 def rotate_data_key(path: str | os.PathLike, kms: SimulatedKMS) -> str:
-    """Re-wrap the folder's data key under ``kms``'s current KEK; return the new KEK id.
+    """Re-wrap the folder's data key under ``kms``'s current KEK version; return its id.
 
-    Only ``data_key.json`` changes: the weights' ciphertext, the manifest and its signature
-    stay byte for byte the same.
+    Only ``data_key.json`` is rewritten: the data key, the weights' ciphertext, the manifest
+    and its signature stay byte for byte the same. So a copy made before (a backup) still opens
+    while its KEK version exists, and opens with the new ``data_key.json`` even after that
+    version is destroyed. Against a leaked data key, save the model again (a fresh data key).
     """
     path = Path(path)
     manifest = _parse_manifest((path / MANIFEST).read_bytes())

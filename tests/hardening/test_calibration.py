@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from course_lib.hardening import (
+    ece_noise_floor,
     expected_calibration_error,
     fit_temperature,
+    negative_log_likelihood,
     reliability_bins,
     reliability_figure,
 )
@@ -74,3 +76,25 @@ def test_the_reliability_figure_has_one_square_panel_per_model():
     axes = figure.axes
     assert len(axes) == 2 and "ECE 0.350" in axes[0].get_title()
     assert axes[0].get_xlim() == (0, 1) and axes[0].get_aspect() == 1.0
+
+
+def test_the_ece_noise_floor_shrinks_with_more_predictions_and_is_reproducible():
+    def probabilities(n):
+        confidence = torch.linspace(0.55, 0.99, n, dtype=torch.float64)
+        return torch.stack([confidence, 1 - confidence], dim=1)
+
+    small, large = ece_noise_floor(probabilities(100)), ece_noise_floor(probabilities(10_000))
+    assert 0 < large < small < 0.2 and large < 0.02
+    assert small == ece_noise_floor(probabilities(100))
+    certain = torch.tensor([[1.0, 0.0]] * 50, dtype=torch.float64)
+    assert ece_noise_floor(certain) == 0.0  # always right at confidence 1: no noise
+
+
+def test_negative_log_likelihood_is_the_cross_entropy_at_a_temperature():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
+    targets = torch.tensor([0, 0])
+    expected = (math.log(1 + math.exp(-2)) + math.log(1 + math.exp(2))) / 2
+    assert negative_log_likelihood(logits, targets) == pytest.approx(expected)
+    assert negative_log_likelihood(logits, targets, 2.0) == pytest.approx(
+        (math.log(1 + math.exp(-1)) + math.log(1 + math.exp(1))) / 2
+    )

@@ -84,13 +84,43 @@ def test_rotation_rewraps_the_data_key_without_touching_the_weights(sealed, tmp_
     assert after.keys() == before.keys()
     assert {n for n in after if after[n] != before[n]} == {"data_key.json"}
     assert same(load_secure(folder, kms=kms, verify_key=public)[0], weights())
-    assert same(load_secure(backup, kms=kms, verify_key=public)[0], weights())  # old KEK alive
-    kms.retire(old)
+    # rotation alone protects nothing: the old version still unwraps the backup
+    assert same(load_secure(backup, kms=kms, verify_key=public)[0], weights())
+    assert kms.key_ids() == [old, new]
+    kms.destroy_version(old)
     assert same(load_secure(folder, kms=kms, verify_key=public)[0], weights())
-    with pytest.raises(IntegrityError, match="unknown or retired"):
+    with pytest.raises(IntegrityError, match="unknown or destroyed"):
         load_secure(backup, kms=kms, verify_key=public)
-    with pytest.raises(ValueError, match="rotate before retiring"):
-        kms.retire(new)
+    with pytest.raises(ValueError, match="rotate before destroying"):
+        kms.destroy_version(new)
+
+
+def test_a_backup_opens_with_the_rewrapped_key_record_after_its_version_is_destroyed(
+    sealed, tmp_path
+):
+    """Re-wrapping keeps the data key: the backup's ciphertext is the live one, byte for byte."""
+    folder, kms, public = sealed
+    backup = shutil.copytree(folder, tmp_path / "backup")
+    old = kms.current_key_id
+    kms.rotate()
+    rotate_data_key(folder, kms)
+    kms.destroy_version(old)
+    name = "weights.safetensors.enc"
+    assert (backup / name).read_bytes() == (folder / name).read_bytes()
+    shutil.copy(folder / "data_key.json", backup / "data_key.json")
+    assert same(load_secure(backup, kms=kms, verify_key=public)[0], weights())
+
+
+def test_saving_again_makes_a_fresh_data_key_and_new_ciphertext(tmp_path):
+    """What a leaked data key calls for: re-encryption, not rotation."""
+    kms, secret = SimulatedKMS(), new_key()
+    first = save_secure(weights(), tmp_path / "a", kms=kms, signing_key=secret, metadata=METADATA)
+    second = save_secure(weights(), tmp_path / "b", kms=kms, signing_key=secret, metadata=METADATA)
+    name = "weights.safetensors.enc"
+    assert (first / name).read_bytes() != (second / name).read_bytes()
+    shutil.copy(first / "data_key.json", second / "data_key.json")  # the old data key
+    with pytest.raises(IntegrityError):
+        load_secure(second, kms=kms, verify_key=secret)
 
 
 @pytest.mark.parametrize("field", ["wrapped_key", "ciphertext"])

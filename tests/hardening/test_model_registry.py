@@ -87,9 +87,7 @@ def test_a_whole_version_copied_over_another_is_refused(tmp_path):
     versions = tmp_path / "digits" / "versions"
     shutil.rmtree(versions / str(new))
     shutil.copytree(versions / str(old), versions / str(new))  # signed, and decrypts: but it is v1
-    with pytest.raises(
-        IntegrityError, match="digits@champion resolved to digits version 2, but the folder holds"
-    ):
+    with pytest.raises(IntegrityError, match=r"digits@champion \(version 2\).*not the expected"):
         registry.load("digits@champion")
 
 
@@ -190,3 +188,25 @@ def test_the_data_fingerprint_changes_with_one_label_a_shape_or_a_dtype():
     assert dataset_fingerprint(inputs[:, :, :, :2].transpose(2, 3), targets)  # non-contiguous
     with pytest.raises(TypeError, match="expected tensors"):
         dataset_fingerprint(inputs.tolist(), targets)
+
+
+def test_versions_and_lineage_come_from_the_signed_manifests(tmp_path):
+    private = Ed25519PrivateKey.generate()
+    registry = ModelRegistry(tmp_path, signing_key=private)  # verifies with the public key
+    registry.register(weights(1), "digits", metrics={"val_accuracy": 0.9}, data_fingerprint="a")
+    registry.register(weights(2), "digits", metrics={"val_accuracy": 0.8}, parent=1)
+    assert registry.lineage("digits@2") == [2, 1]
+    assert registry.versions("digits")[0]["metrics"] == {"val_accuracy": 0.9}
+    index = tmp_path / "digits" / "registry.json"
+    original = index.read_text()
+    for field, value in [("parent", None), ("metrics", {"val_accuracy": 0.99})]:
+        edited = json.loads(original)
+        edited["versions"]["2"][field] = value
+        index.write_text(json.dumps(edited))
+        with pytest.raises(IntegrityError, match=f"registry.json's \\['{field}'\\]"):
+            registry.versions("digits")
+        with pytest.raises(IntegrityError, match="unsigned index was edited"):
+            registry.lineage("digits@2")
+    index.write_text(original)
+    serving = ModelRegistry(tmp_path, verify_key=private.public_key())
+    assert [v["parent"] for v in serving.versions("digits")] == [None, 1]

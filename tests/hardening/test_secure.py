@@ -21,6 +21,7 @@ from course_lib.hardening import (
     save_secure,
     save_weights,
     sign_file,
+    verified_metadata,
     verify_file,
     write_key_file,
     write_pickle_payload,
@@ -309,3 +310,48 @@ def test_a_detached_signature_catches_any_change_to_a_file(tmp_path, signing):
     signature.unlink()
     with pytest.raises(IntegrityError, match="no detached signature"):
         verify_file(path, verify_key)
+
+
+def test_a_short_or_empty_hmac_secret_is_refused_when_verifying_too(tmp_path):
+    folder = save_secure(weights(), tmp_path / "m", signing_key=new_key())
+    # a manifest HMAC-signed with the empty key, as an attacker would write it
+    import hashlib
+    import hmac
+
+    raw = (folder / "manifest.json").read_bytes()
+    tag = hmac.new(b"", raw, hashlib.sha256).hexdigest()
+    (folder / "manifest.sig").write_text(f"hmac-sha256 {tag}\n")
+    for short in (b"", b"k" * 15):
+        with pytest.raises(ValueError, match="at least 16"):
+            load_secure(folder, verify_key=short)
+        with pytest.raises(ValueError, match="at least 16"):
+            save_secure(weights(), tmp_path / "short", signing_key=short)
+
+
+def test_a_private_key_is_refused_as_a_verify_key(tmp_path):
+    private = Ed25519PrivateKey.generate()
+    folder = save_secure(weights(), tmp_path / "m", signing_key=private)
+    with pytest.raises(TypeError, match="public_key"):
+        load_secure(folder, verify_key=private)
+    assert same(load_secure(folder, verify_key=private.public_key())[0], weights())
+
+
+def test_expected_refuses_another_validly_signed_artefact(tmp_path, signing):
+    signing_key, verify_key = signing
+    v1 = save_secure(
+        weights(1), tmp_path / "v1", signing_key=signing_key, metadata={"name": "m", "version": 1}
+    )
+    v2 = save_secure(
+        weights(2), tmp_path / "v2", signing_key=signing_key, metadata={"name": "m", "version": 2}
+    )
+    shutil.rmtree(v2)
+    shutil.copytree(v1, v2)  # a replay: v1, validly signed, where v2 should be
+    assert same(load_secure(v2, verify_key=verify_key)[0], weights(1))  # signature alone: loads
+    with pytest.raises(IntegrityError, match="not the expected"):
+        load_secure(v2, verify_key=verify_key, expected={"name": "m", "version": 2})
+    with pytest.raises(IntegrityError, match="not the expected"):
+        verified_metadata(v2, verify_key=verify_key, expected={"name": "other"})
+    assert verified_metadata(v2, verify_key=verify_key, expected={"version": 1}) == {
+        "name": "m",
+        "version": 1,
+    }

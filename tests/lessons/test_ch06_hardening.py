@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import statistics
+
 import torch
 
 from course_lib.data import Split
-from course_lib.lessons.ch06_hardening import calibration_over_seeds, train_head
+from course_lib.hardening import fit_temperature
+from course_lib.lessons.ch06_hardening import (
+    bootstrap_temperatures,
+    calibration_over_seeds,
+    train_head,
+)
 
 
 def blobs(n: int, seed: int) -> Split:
@@ -33,4 +40,19 @@ def test_calibration_over_seeds_reports_one_row_per_seed():
     for row in rows:
         assert row["temperature"] > 0 and 0 <= row["ece_after"] <= 1
         assert 0.1 < row["accuracy"] <= 1
+        assert 0 <= row["ece_floor_after"] <= 1 and row["nll_before"] > 0 and row["nll_after"] > 0
     assert rows == calibration_over_seeds(features, per_class=3, seeds=[0, 1])
+
+
+def test_bootstrap_temperatures_are_reproducible_spread_and_centred_on_the_fit():
+    features = blobs(200, 0)
+    head = train_head(features, seed=0)
+    with torch.no_grad():
+        logits = head(blobs(300, 1).inputs)
+    targets = blobs(300, 1).targets
+    temperatures = bootstrap_temperatures(logits, targets, draws=100, seed=0)
+    assert len(temperatures) == 100 and all(t > 0 for t in temperatures)
+    assert max(temperatures) > min(temperatures)
+    assert temperatures == bootstrap_temperatures(logits, targets, draws=100, seed=0)
+    fitted = fit_temperature(logits, targets)
+    assert abs(statistics.median(temperatures) / fitted - 1) < 0.1
