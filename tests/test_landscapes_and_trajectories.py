@@ -12,8 +12,10 @@ from course_lib.lessons.ch01_descent_widgets import (
     gd_summary,
     race,
     race_controls,
+    race_grid,
     race_landscape,
     race_table,
+    tuned_at_edge,
     tuned_lr,
 )
 from course_lib.optim import SGD, Adam
@@ -130,6 +132,31 @@ def test_race_tunes_each_racer_and_gd_finds_the_best_fixed_rate_on_the_bowl():
     results = race("quadratic bowl", ("GD", "Adam"), 100)
     assert all(not run.diverged and run.final_loss < 1e-2 for run in results.values())
     assert "0.178" in race_table("quadratic bowl", ("GD",), 100)  # the table shows the lr used
+
+
+def test_race_table_has_no_lr_for_conjugate_gradient_and_counts_evaluations_to_convergence():
+    table = race_table("quadratic bowl", ("GD", "conjugate gradient"), 100).splitlines()
+    gd_row, cg_row = table[1].split(), table[2].split()
+    assert cg_row[2] == "–"  # "conjugate", "gradient", lr, gap, evaluations
+    cg_run = race("quadratic bowl", ("conjugate gradient",), 100)["conjugate gradient"]
+    assert cg_run.evaluations > 100  # every idle step after convergence still costs one
+    assert int(cg_row[-1]) < 20  # counted only until within 1e-6 of the minimum
+    gd_run_ = race("quadratic bowl", ("GD",), 100)["GD"]
+    assert int(gd_row[-1]) == gd_run_.steps_to(1e-6)  # one evaluation per step
+
+
+def test_race_flags_a_tuned_rate_at_the_end_of_its_grid():
+    assert race_grid("Adadelta")[0] == pytest.approx(100 * race_grid("GD")[0])
+    assert race_grid("conjugate gradient") == ()
+    # RMSprop on an aligned bowl keeps improving as lr grows: its best is the top of the grid
+    assert tuned_at_edge("quadratic bowl", "RMSprop", 100)
+    assert "*" in race_table("quadratic bowl", ("RMSprop",), 100)
+
+
+@pytest.mark.parametrize("surface", list(LANDSCAPES))
+def test_default_racers_are_tuned_inside_their_grid_on_every_surface(surface):
+    for name in ("GD", "momentum", "Adam"):
+        assert not tuned_at_edge(surface, name, 100), (surface, name)
 
 
 def test_race_bowl_turns_with_its_start_so_gradient_descent_does_not_see_the_angle():

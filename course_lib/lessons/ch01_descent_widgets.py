@@ -30,6 +30,9 @@ __all__ = [
     "RACE_LRS",
     "race_landscape",
     "tuned_lr",
+    "race_grid",
+    "tuned_at_edge",
+    "evaluations_to_converge",
     "race",
     "race_figure",
     "race_table",
@@ -52,11 +55,14 @@ RACERS: dict[str, tuple[type, dict]] = {
     "conjugate gradient": (ConjugateGradient, {}),
 }
 _MOMENTUM_RACERS = ("momentum", "Nesterov")
-# The learning rates tried for each racer: four per factor of ten, 0.001 to 1. Larger steps
-# jump across the whole plotted window (an adaptive method moves about lr per coordinate).
-RACE_LRS: tuple[float, ...] = log_grid(1e-3, 1.0, per_decade=4)
-# Adadelta's lr multiplies a step that starts near sqrt(eps) = 0.001: its grid is 100x higher.
+# The learning rates tried for each racer: four per factor of ten, 0.001 to 10. A tuned rate
+# at either end of its grid is flagged in the table (the best might lie beyond it).
+RACE_LRS: tuple[float, ...] = log_grid(1e-3, 10.0, per_decade=4)
+# Adadelta's lr multiplies a first step of sqrt(eps) / sqrt(1 - rho) = 0.003 (defaults): its
+# grid is 100x higher.
 _LR_GRID_SCALE = {"Adadelta": 100.0}
+# The table counts evaluations until the racer first gets this close to the minimum value.
+CONVERGED_GAP = 1e-6
 _STYLE = {"description_width": "100px"}
 _LAYOUT = widgets.Layout(width="430px")
 _SLIDER = {"style": _STYLE, "layout": _LAYOUT, "continuous_update": False}
@@ -187,6 +193,13 @@ def _gap(trajectory: Trajectory, floor: float) -> float:
     return math.inf if trajectory.diverged else trajectory.final_loss - floor
 
 
+def race_grid(name: str) -> tuple[float, ...]:
+    """The learning rates :func:`tuned_lr` tries for racer ``name`` (none for conjugate gradient)."""
+    if name == "conjugate gradient":
+        return ()
+    return tuple(lr * _LR_GRID_SCALE.get(name, 1.0) for lr in RACE_LRS)
+
+
 @lru_cache(maxsize=256)
 def tuned_lr(
     surface: str, name: str, steps: int, kappa: float = 10.0, angle: float = 0.0, beta: float = 0.9
@@ -203,7 +216,7 @@ def tuned_lr(
         return 1.0
     landscape = race_landscape(surface, kappa, angle)
     floor = landscape.min_value
-    grid = [lr * _LR_GRID_SCALE.get(name, 1.0) for lr in RACE_LRS]
+    grid = race_grid(name)
     gaps = {
         lr: _gap(
             run_on_landscape(landscape, optimizer_class, steps=steps, lr=lr, **hyperparameters),
@@ -212,6 +225,31 @@ def tuned_lr(
         for lr in grid
     }
     return min(grid, key=lambda lr: (gaps[lr], lr))
+
+
+def tuned_at_edge(
+    surface: str, name: str, steps: int, kappa: float = 10.0, angle: float = 0.0, beta: float = 0.9
+) -> bool:
+    """True when :func:`tuned_lr` picked the first or last rate of the racer's grid."""
+    grid = race_grid(name)
+    if not grid:
+        return False
+    lr = tuned_lr(surface, name, steps, kappa, angle, beta)
+    return lr in (grid[0], grid[-1])
+
+
+def evaluations_to_converge(
+    trajectory: Trajectory, floor: float, rerun=None, gap: float = CONVERGED_GAP
+) -> int | None:
+    """Function-and-gradient evaluations until ``trajectory`` first gets within ``gap`` of
+    ``floor``; None if it never does. A step-by-step optimizer spends one per step. For a
+    closure-based one pass ``rerun(steps)``, which reruns it for that many steps and returns
+    the new :class:`Trajectory`: its count stops where the run converged, so the one evaluation
+    that every later step spends only to see that the gradient is zero is not counted."""
+    reached = trajectory.steps_to(floor + gap)
+    if reached is None or trajectory.diverged:
+        return None
+    return reached if rerun is None else rerun(reached).evaluations
 
 
 @lru_cache(maxsize=32)  # the figure and the table of one setting share one race
@@ -266,14 +304,39 @@ def race_table(
     angle: float = 0.0,
     beta: float = 0.9,
 ) -> str:
-    """A text table per racer: the lr it ran at, final gap to the minimum, evaluations used."""
-    floor = race_landscape(surface, kappa, angle).min_value
-    lines = [f"{'optimizer':<20}{'lr':>9}{'f − f(min)':>12}{'evaluations':>13}"]
+    """A text table per racer: the lr it ran at, final gap to the minimum, and evaluations.
+
+    The lr is "–" for conjugate gradient (its line search sets each step) and carries a "*"
+    when the tuned rate sits at an end of the racer's grid. Evaluations are counted until
+    the racer first gets within ``CONVERGED_GAP`` of the minimum value ("–": never).
+    """
+    landscape = race_landscape(surface, kappa, angle)
+    floor = landscape.min_value
+    lines = [
+        f"{'optimizer':<20}{'lr':>10}{'f − f(min)':>12}{f'evaluations to {CONVERGED_GAP:g}':>22}"
+    ]
     results = race(surface, racers, steps, lr_scale, kappa, angle, beta)
+    edge = False
     for name, trajectory in results.items():
-        lr = tuned_lr(surface, name, steps, kappa, angle, beta) * lr_scale
+        optimizer_class, hyperparameters = _settings(name, beta)
+        if name == "conjugate gradient":
+            lr_text = "–"
+
+            def rerun(k, optimizer_class=optimizer_class, hyperparameters=hyperparameters):
+                return run_on_landscape(landscape, optimizer_class, steps=k, **hyperparameters)
+
+        else:
+            lr = tuned_lr(surface, name, steps, kappa, angle, beta) * lr_scale
+            at_edge = tuned_at_edge(surface, name, steps, kappa, angle, beta)
+            edge = edge or at_edge
+            lr_text = f"{lr:.3g}{'*' if at_edge else ' '}"
+            rerun = None
         gap = "diverged" if trajectory.diverged else f"{trajectory.final_loss - floor:.3g}"
-        lines.append(f"{name:<20}{lr:>9.3g}{gap:>12}{trajectory.evaluations:>13}")
+        evaluations = evaluations_to_converge(trajectory, floor, rerun)
+        count = "–" if evaluations is None else str(evaluations)
+        lines.append(f"{name:<20}{lr_text:>10}{gap:>12}{count:>22}")
+    if edge:
+        lines.append("* tuned rate at an end of its grid: the best may lie beyond it")
     return "\n".join(lines)
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "learning_curves",
     "late_loss",
     "log_grid",
+    "ranking_per_seed",
     "LrSweep",
     "lr_sweep",
     "lr_sensitivity_figure",
@@ -307,8 +308,33 @@ class LrSweep:
     def penalty(self, off_by: float = 10.0) -> float:
         """How much worse a learning rate ``off_by`` times too small or too large is: the larger
         of the two median scores, divided by the best. Both lrs must be on the grid."""
+        return max(self.penalty_sides(off_by))
+
+    def penalty_sides(self, off_by: float = 10.0) -> tuple[float, float]:
+        """``(too small, too large)``: the median score at ``best_lr / off_by`` and at
+        ``best_lr * off_by``, each divided by the best. Both lrs must be on the grid."""
         best = self.best_lr
-        return max(self.median(best / off_by), self.median(best * off_by)) / self.best_loss
+        return (
+            self.median(best / off_by) / self.best_loss,
+            self.median(best * off_by) / self.best_loss,
+        )
+
+    def best_lr_of_seed(self, seed_index: int) -> float:
+        """The grid learning rate with the lowest score for one seed alone."""
+        return min(self.lrs, key=lambda lr: self.scores[self._index(lr)][seed_index])
+
+
+def ranking_per_seed(sweeps: dict[str, LrSweep]) -> list[list[str]]:
+    """For each seed, the optimizers ordered by that seed's score at each one's ``best_lr``
+    (the learning rate chosen on the median over all seeds), best first."""
+    seeds = len(next(iter(sweeps.values())).scores[0])
+    return [
+        sorted(
+            sweeps,
+            key=lambda name: sweeps[name].scores[sweeps[name]._index(sweeps[name].best_lr)][seed],
+        )
+        for seed in range(seeds)
+    ]
 
 
 def log_grid(low: float, high: float, per_decade: int = 2) -> tuple[float, ...]:
@@ -446,32 +472,46 @@ def minibatch_run(
     batch_size: int,
     steps: int,
     seed: int = 0,
+    new_batch_per: str = "step",
 ) -> MinibatchRun:
     """Minimize ``problem`` from w = 0 with mini-batches of ``batch_size`` drawn without replacement.
 
-    Each evaluation (a loss and its gradient) draws a new batch, also inside the line search
-    of closure-based optimizers (ConjugateGradient, LBFGS): that is what mini-batch training
-    would do to them. ``batch_size`` equal to the number of samples is full-batch.
+    ``new_batch_per="step"`` (the default) draws one batch per step: every evaluation of a
+    closure-based optimizer's line search (ConjugateGradient, LBFGS) within that step sees the
+    same examples, so the line search works on one well-defined function, and only
+    conjugacy across steps meets different batches. ``new_batch_per="evaluation"`` draws a
+    new batch at every evaluation, inside the line search too: the function changes under
+    the search's feet. Step-by-step optimizers (SGD, ...) evaluate once per step, so for them
+    the two agree. ``batch_size`` equal to the number of samples is full-batch.
     """
     samples = len(problem.targets)
     if not 1 <= batch_size <= samples:
         raise ValueError(f"batch_size must be between 1 and {samples}, got {batch_size}")
+    if new_batch_per not in ("step", "evaluation"):
+        raise ValueError(f"new_batch_per must be 'step' or 'evaluation', got {new_batch_per!r}")
     weights = torch.zeros(problem.inputs.shape[1], dtype=torch.float64, requires_grad=True)
     optimizer = optimizer_class([weights], **hyperparameters)
     order = torch.Generator().manual_seed(seed)
     evaluations = 0
+    rows = torch.arange(batch_size)
+
+    def draw() -> torch.Tensor:
+        return torch.randperm(samples, generator=order)[:batch_size]
 
     def closure() -> torch.Tensor:
-        nonlocal evaluations
+        nonlocal evaluations, rows
         evaluations += 1
+        if new_batch_per == "evaluation":
+            rows = draw()
         optimizer.zero_grad()
-        rows = torch.randperm(samples, generator=order)[:batch_size]
         loss = problem.loss(weights, rows)
         loss.backward()
         return loss
 
     losses = []
     for _ in range(steps):
+        if new_batch_per == "step":
+            rows = draw()
         optimizer_step(optimizer, closure)
         losses.append(problem.loss(weights.detach()).item())
     return MinibatchRun(losses, evaluations, evaluations * batch_size)

@@ -24,17 +24,17 @@ class Adam(ScratchOptimizer):
     .. math::
         g_t &\leftarrow g_t + \lambda\,\theta_{t-1}
             \quad\text{(L2; with decoupled\_weight\_decay: } \theta_{t-1} \leftarrow
-            (1 - \gamma\lambda)\,\theta_{t-1}\text{ instead)} \\
+            (1 - \mathrm{lr}\,\lambda)\,\theta_{t-1}\text{ instead)} \\
         m_t &= \beta_1 m_{t-1} + (1 - \beta_1)\, g_t, \qquad
         v_t = \beta_2 v_{t-1} + (1 - \beta_2)\, g_t^2 \\
         \hat m_t &= m_t / (1 - \beta_1^t), \qquad
         \hat v_t = v_t / (1 - \beta_2^t) \qquad \text{(bias correction)} \\
         \hat v_t &\leftarrow \max(\hat v_{t-1}^{\max}, \hat v_t) \quad\text{(amsgrad)} \\
-        \theta_t &= \theta_{t-1} - \gamma\, \hat m_t / (\sqrt{\hat v_t} + \epsilon)
+        \theta_t &= \theta_{t-1} - \mathrm{lr}\, \hat m_t / (\sqrt{\hat v_t} + \epsilon)
 
     :math:`m_0 = v_0 = 0` pulls both averages towards zero early on: at :math:`t = 1`,
     :math:`m_1 = 0.1\, g_1` and :math:`v_1 = 0.001\, g_1^2` for the default betas. Bias
-    correction undoes exactly that, so the first step is :math:`\gamma\,\mathrm{sign}(g_1)`.
+    correction undoes exactly that, so the first step is :math:`\mathrm{lr}\,\mathrm{sign}(g_1)`.
     Forgetting it for :math:`m` alone makes the first step 10 times too small; forgetting
     it for both makes it :math:`0.1 / \sqrt{0.001} \approx 3.2` times too large.
     """
@@ -105,7 +105,7 @@ class AdamW(Adam):
     r"""Adam with decoupled weight decay (Loshchilov & Hutter):
 
     .. math::
-        \theta_{t-1} \leftarrow (1 - \gamma\lambda)\,\theta_{t-1}
+        \theta_{t-1} \leftarrow (1 - \mathrm{lr}\,\lambda)\,\theta_{t-1}
         \quad\text{then the Adam step, with no } \lambda\theta \text{ added to } g_t.
 
     With plain Adam, an L2 term added to the gradient is divided by :math:`\sqrt{\hat v_t}`
@@ -145,7 +145,7 @@ class Adamax(ScratchOptimizer):
         g_t &\leftarrow g_t + \lambda\,\theta_{t-1} \\
         m_t &= \beta_1 m_{t-1} + (1 - \beta_1)\, g_t \\
         u_t &= \max(\beta_2\, u_{t-1},\; |g_t| + \epsilon) \\
-        \theta_t &= \theta_{t-1} - \frac{\gamma}{1 - \beta_1^t}\, \frac{m_t}{u_t}
+        \theta_t &= \theta_{t-1} - \frac{\mathrm{lr}}{1 - \beta_1^t}\, \frac{m_t}{u_t}
 
     :math:`u_t` needs no bias correction: a maximum is not pulled towards its zero start.
     """
@@ -189,18 +189,21 @@ class NAdam(ScratchOptimizer):
     r"""NAdam: Adam with Nesterov momentum (Dozat), with a warming-up momentum schedule.
 
     .. math::
-        \mu_t &= \beta_1 \left(1 - \tfrac12\, 0.96^{\,t\,\psi}\right)
+        \beta_{1,t} &= \beta_1 \left(1 - \tfrac12\, 0.96^{\,t\,\psi}\right)
             \qquad \text{(momentum\_decay } \psi\text{)} \\
         m_t &= \beta_1 m_{t-1} + (1 - \beta_1)\, g_t, \qquad
         v_t = \beta_2 v_{t-1} + (1 - \beta_2)\, g_t^2 \\
         \theta_t &= \theta_{t-1}
-            - \gamma\, \frac{1 - \mu_t}{1 - \prod_{i \le t} \mu_i}\,
+            - \mathrm{lr}\, \frac{1 - \beta_{1,t}}{1 - \prod_{i \le t} \beta_{1,i}}\,
               \frac{g_t}{\sqrt{v_t / (1 - \beta_2^t)} + \epsilon}
-            - \gamma\, \frac{\mu_{t+1}}{1 - \prod_{i \le t+1} \mu_i}\,
+            - \mathrm{lr}\, \frac{\beta_{1,t+1}}{1 - \prod_{i \le t+1} \beta_{1,i}}\,
               \frac{m_t}{\sqrt{v_t / (1 - \beta_2^t)} + \epsilon}
 
-    The second term looks one step ahead with the *next* momentum :math:`\mu_{t+1}`, as
-    Nesterov's method evaluates the gradient after the momentum step.
+    The second term looks one step ahead with the *next* momentum :math:`\beta_{1,t+1}`, as
+    Nesterov's method evaluates the gradient after the momentum step. The momentum warms up
+    slowly: with the default :math:`\psi = 0.004`, :math:`\beta_{1,t}` is about
+    :math:`0.45` at the first step and still about :math:`0.46` after 200 steps; it nears
+    :math:`\beta_1` only after tens of thousands of steps.
     """
 
     def __init__(

@@ -19,17 +19,19 @@ VARIANTS = ("PR+", "FR")
 class ConjugateGradient(Optimizer):
     r"""Nonlinear conjugate gradient with a strong-Wolfe line search and restarts.
 
-    Each search direction mixes the new steepest-descent direction with the previous one:
+    Each search direction mixes the new steepest-descent direction with the previous one,
+    with a coefficient :math:`\gamma` chosen afresh at each iteration (as in chapter 2;
+    :math:`\beta` is kept for momentum, and ``lr`` is only the first trial step):
 
     .. math::
         d_0 &= -g_0, \qquad x_{k+1} = x_k + \alpha_k d_k \quad (\alpha_k \text{ from the line search}) \\
-        d_{k+1} &= -g_{k+1} + \beta_{k+1} d_k, \qquad
-        \beta^{FR} = \frac{g_{k+1}^\top g_{k+1}}{g_k^\top g_k}, \qquad
-        \beta^{PR+} = \max\!\left(0, \frac{g_{k+1}^\top (g_{k+1} - g_k)}{g_k^\top g_k}\right)
+        d_{k+1} &= -g_{k+1} + \gamma_{k+1} d_k, \qquad
+        \gamma^{FR} = \frac{g_{k+1}^\top g_{k+1}}{g_k^\top g_k}, \qquad
+        \gamma^{PR+} = \max\!\left(0, \frac{g_{k+1}^\top (g_{k+1} - g_k)}{g_k^\top g_k}\right)
 
     On a quadratic with exact line searches the directions are conjugate and the minimum of
     an n-dimensional problem is reached in at most n iterations. On other functions the
-    method restarts (:math:`d = -g`) every n iterations, when :math:`\beta^{PR+}` clips to 0,
+    method restarts (:math:`d = -g`) every n iterations, when :math:`\gamma^{PR+}` clips to 0,
     and whenever :math:`d` is not a descent direction.
 
     The step :math:`\alpha_k` satisfies the strong Wolfe conditions

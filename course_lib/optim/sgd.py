@@ -24,9 +24,9 @@ class SGD(ScratchOptimizer):
         b_t = \beta\, b_{t-1} + (1 - \tau)\, g_t \text{ afterwards}    && \text{momentum } \beta,
         \text{ dampening } \tau \\
         d_t &= g_t + \beta\, b_t \text{ (Nesterov)} \quad\text{or}\quad d_t = b_t  \\
-        \theta_t &= \theta_{t-1} - \gamma\, d_t                     && \text{learning rate } \gamma
+        \theta_t &= \theta_{t-1} - \mathrm{lr}\, d_t                     && \text{learning rate}
 
-    With ``momentum=0`` it is plain gradient descent, :math:`\theta_t = \theta_{t-1} - \gamma g_t`.
+    With ``momentum=0`` it is plain gradient descent, :math:`\theta_t = \theta_{t-1} - \mathrm{lr}\, g_t`.
     """
 
     def __init__(

@@ -19,6 +19,7 @@ from course_lib.lessons.ch02_optimizer_study import (
     lr_sweep,
     mean_weight_after_decay,
     minibatch_run,
+    ranking_per_seed,
     small_mlp,
     steps_to_reach,
     training_curve,
@@ -68,13 +69,44 @@ def test_full_batch_conjugate_gradient_reaches_the_least_squares_optimum():
 
 def test_minibatch_noise_breaks_conjugate_gradient_but_not_sgd():
     problem = least_squares_problem()
-    noisy_cg = minibatch_run(problem, ConjugateGradient, {"max_iter": 1}, batch_size=32, steps=25)
-    sgd = minibatch_run(problem, SGD, {"lr": 0.05}, batch_size=32, steps=400)
-    assert sgd.losses[-1] < 1.1 * problem.best_loss
-    assert noisy_cg.losses[-1] > 2 * problem.best_loss
-    assert sgd.examples_seen == 400 * 32
+    per_step = minibatch_run(problem, ConjugateGradient, {"max_iter": 1}, batch_size=32, steps=25)
+    per_evaluation = minibatch_run(
+        problem,
+        ConjugateGradient,
+        {"max_iter": 1},
+        batch_size=32,
+        steps=25,
+        new_batch_per="evaluation",
+    )
+    sgd = minibatch_run(problem, SGD, {"lr": 0.05}, batch_size=32, steps=250)
+    assert sgd.losses[-1] < 1.05 * problem.best_loss
+    assert per_step.losses[-1] > sgd.losses[-1] + 0.01
+    assert per_evaluation.losses[-1] > 2 * problem.best_loss
+    assert sgd.examples_seen == 250 * 32
     with pytest.raises(ValueError, match="batch_size"):
         minibatch_run(problem, SGD, {"lr": 0.1}, batch_size=0, steps=1)
+    with pytest.raises(ValueError, match="new_batch_per"):
+        minibatch_run(problem, SGD, {"lr": 0.1}, batch_size=8, steps=1, new_batch_per="epoch")
+
+
+class _TwoLooksAtTheSameWeights(torch.optim.LBFGS):
+    """A closure-based optimizer that only evaluates twice per step without moving."""
+
+    looks: list = []
+
+    def step(self, closure):
+        self.looks.append((closure().item(), closure().item()))
+
+
+def test_one_batch_per_step_keeps_every_evaluation_of_a_step_on_the_same_examples():
+    problem = least_squares_problem(samples=200)
+    for per, same in (("step", True), ("evaluation", False)):
+        _TwoLooksAtTheSameWeights.looks = []
+        run = minibatch_run(
+            problem, _TwoLooksAtTheSameWeights, {}, batch_size=8, steps=3, new_batch_per=per
+        )
+        assert run.evaluations == 6
+        assert all((first == second) is same for first, second in _TwoLooksAtTheSameWeights.looks)
 
 
 def test_turned_bowl_turns_the_start_with_the_bowl_so_the_start_loss_is_the_same():
@@ -148,9 +180,21 @@ def test_lr_sweep_best_robust_range_and_penalty():
     assert not sweep.best_at_edge and not sweep.range_clipped(3)
     assert sweep.robust_range(5) == pytest.approx((10**-2.5, 10**-0.5))
     assert sweep.penalty(10) == pytest.approx(max(0.5, 0.4) / 0.1)  # at lr / 10 and lr * 10
+    assert sweep.penalty_sides(10) == pytest.approx((5.0, 4.0))  # (too small, too large)
+    assert sweep.best_lr_of_seed(0) == pytest.approx(10**-1.5)
     assert _sweep([0.1, 0.5, 0.9]).best_at_edge
     with pytest.raises(ValueError, match="not on the grid"):
         sweep.median(0.5)
+
+
+def test_ranking_per_seed_orders_optimizers_by_each_seeds_score_at_their_chosen_lr():
+    lrs = (0.01, 0.1)
+    first = LrSweep(lrs, ((0.9, 0.9), (0.2, 0.5)), curves=((), ()))  # best lr 0.1, median 0.35
+    second = LrSweep(lrs, ((0.3, 0.3), (0.4, 0.4)), curves=((), ()))  # best lr 0.01
+    assert ranking_per_seed({"first": first, "second": second}) == [
+        ["first", "second"],
+        ["second", "first"],
+    ]
 
 
 def test_lr_sweep_runs_every_lr_and_seed_and_draws_a_panel_per_optimizer():
