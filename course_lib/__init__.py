@@ -7,7 +7,10 @@ The toolkit, what a learner reuses in their own projects:
     models, augment small networks; augmentations as transforms
     train           the training loop, its callbacks and checks, the learning-rate finder
     transfer        a pretrained backbone, a new head, freezing, per-block learning rates
+    photos, photo_classifier
+                    your own photos: read safely, split, fine-tuned on, predicted
     hardening/      safe loading, signing, encryption, a model registry, input guards, export
+    ddp/            data-parallel training with torchrun (chapter 7)
     reproducibility, device, widgets
                     seeds, the device to use, a named group of widgets
 The lessons (``course_lib.lessons``): each chapter's experiments and widget logic.

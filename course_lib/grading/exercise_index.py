@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from course_lib.grading.exercises import ch01, ch02, ch03, ch04, ch05, ch06
+from course_lib.grading.exercises import ch01, ch02, ch03, ch04, ch05, ch06, ch07
 from course_lib.grading.spec import Exercise
 
 # notebook (file stem in solutions/ and exercises/) -> its exercises, in notebook order
@@ -13,6 +13,7 @@ NOTEBOOK_EXERCISES: dict[str, list[Exercise]] = {
     "04_generalization": ch04.EXERCISES,
     "05_transfer_learning": ch05.EXERCISES,
     "06_deployment_hardening": ch06.EXERCISES,
+    "07_scaling_out": ch07.EXERCISES,
 }
 EXERCISES: dict[str, Exercise] = {
     exercise.id: exercise for exercises in NOTEBOOK_EXERCISES.values() for exercise in exercises
