@@ -429,6 +429,15 @@ def test_fit_linear_head_reaches_the_minimum_of_its_objective(digits16):
     assert max(g.abs().max().item() for g in gradients) < 1e-4  # a stationary point: the optimum
     again = fit_linear_head(features, 10, weight_decay=1e-2)  # no seed involved: the same head
     assert torch.equal(again.weight, head.weight)
+    shifted = nn.Linear(128, 10)  # the bias is not penalised: a constant added to every bias
+    shifted.load_state_dict({"weight": head.weight, "bias": head.bias + 3.0})
+    with torch.no_grad():  # changes neither the objective nor any prediction
+        assert torch.allclose(
+            nn.functional.cross_entropy(shifted(features.inputs), features.targets),
+            nn.functional.cross_entropy(head(features.inputs), features.targets),
+            atol=1e-5,
+        )
+        assert torch.equal(shifted(features.inputs).argmax(1), head(features.inputs).argmax(1))
     with pytest.raises(ValueError, match="embeddings"):
         fit_linear_head(digits16[0], 10)
     with pytest.raises(ValueError, match="weight_decay"):

@@ -62,6 +62,8 @@ __all__ = [
     "TransferRun",
     "train_strategy",
     "compare_strategies",
+    "learning_rate_sweep",
+    "sweep_table",
     "strategy_table",
     "learning_curve",
     "accuracies_by_shots",
@@ -114,7 +116,7 @@ def fine_tune(*blocks: str) -> Strategy:
 
 
 _SIX = (
-    Strategy("scratch", pretrained=False),
+    Strategy("scratch", pretrained=False, head_lr=3e-4),  # chosen on validation: the sweep
     Strategy("features (live)", learning_rates={"fc": 1e-2}, head_lr=1e-2),
     Strategy("features (cached)", learning_rates={"fc": 1e-2}, head_lr=1e-2, cached_features=True),
     fine_tune("layer4"),
@@ -305,6 +307,50 @@ def compare_strategies(
     return runs
 
 
+def learning_rate_sweep(
+    rates: Mapping[str, Sequence[float]],
+    labelled: Split,
+    val: Split,
+    *,
+    seed: int = 0,
+    steps: int = 100,
+    known: Mapping[str, TransferRun] | None = None,
+) -> dict[str, dict[float, float]]:
+    """Validation accuracy of each strategy at each head learning rate (``rates[name]``).
+
+    One run per strategy and rate, on ``labelled`` (scored on ``val``, never a test set): the
+    data for choosing a rate. ``known[name]``, a run of that strategy at its own rate
+    (``head_lr``) on the same data, seed and budget, is reused instead of trained again.
+    """
+    known = known or {}
+    sweep: dict[str, dict[float, float]] = {}
+    for name, strategy_rates in rates.items():
+        own = _as_strategy(name).head_lr
+        sweep[name] = {}
+        for lr in strategy_rates:
+            if name in known and math.isclose(lr, own):
+                sweep[name][lr] = known[name].val_accuracy
+            else:
+                run = train_strategy(name, labelled, val, None, steps=steps, seed=seed, lr=lr)
+                sweep[name][lr] = run.val_accuracy
+    return sweep
+
+
+def sweep_table(sweep: Mapping[str, Mapping[float, float]]) -> str:
+    """The sweep as a table: one row per strategy, one column per learning rate, best marked *."""
+    rates = sorted({lr for by_rate in sweep.values() for lr in by_rate})
+    lines = [f"{'head learning rate':<20}" + "".join(f"{lr:>9g}" for lr in rates)]
+    for name, by_rate in sweep.items():
+        best = max(by_rate, key=by_rate.get)
+        cells = [
+            f"{by_rate[lr]:>8.3f}{'*' if lr == best else ' '}" if lr in by_rate else f"{'-':>8} "
+            for lr in rates
+        ]
+        lines.append(f"{name:<20}" + "".join(cells))
+    lines.append("validation accuracy after the same budget; *: the best rate of each strategy")
+    return "\n".join(lines)
+
+
 def _mean(runs: list[TransferRun]) -> float:
     return statistics.fmean(r.test_accuracy for r in runs)
 
@@ -382,10 +428,14 @@ def accuracies_by_shots(
 
 
 def learning_curve_figure(
-    curves: dict[str, dict[int | None, list[TransferRun]]], full_size: int
+    curves: dict[str, dict[int | None, list[TransferRun]]], full_size: float
 ) -> Figure:
     """Test accuracy against labelled examples per class (log axis): the mean over seeds as a
-    line, each seed as a small dot, one colour per strategy."""
+    hollow marker on a line, each seed as a dot beside it, one colour per strategy.
+
+    ``full_size`` is where "all labels" goes: the whole training split's labels per class
+    (a mean, say 1,077 / 10); its tick reads "all" with that number rounded.
+    """
     figure = Figure(figsize=(6.5, 4), layout="constrained")
     axes = figure.subplots()
     seeds = 0
@@ -393,16 +443,28 @@ def learning_curve_figure(
         shots = [full_size if k is None else k for k in by_shots]
         colour = f"C{index}"
         means = [statistics.fmean(v) for v in by_shots.values()]
-        axes.plot(shots, means, "o-", color=colour, label=strategy)
-        nudge = 1 + 0.04 * (index - 1)  # side by side, so that dots of equal values stay visible
+        axes.plot(shots, means, "o-", color=colour, mfc="white", ms=8, label=strategy, zorder=2)
+        # the seeds beside the mean (to its right, each strategy a little further), outlined
+        nudge = 1.05 + 0.05 * index
         for x, values in zip(shots, by_shots.values(), strict=True):
-            axes.plot([x * nudge] * len(values), values, ".", color=colour, alpha=0.6, ms=5)
+            axes.plot(
+                [x * nudge] * len(values),
+                values,
+                "o",
+                color=colour,
+                mec="black",
+                mew=0.5,
+                ms=4,
+                zorder=3,
+                linestyle="none",
+            )
             seeds = max(seeds, len(values))
     axes.set_xscale("log")
-    axes.set_xticks(shots, [str(k) for k in shots])
+    labels = [f"all\n(about {full_size:,.0f})" if k is None else str(k) for k in by_shots]
+    axes.set_xticks(shots, labels)
     axes.minorticks_off()
     axes.set_xlabel("labelled examples per class (log scale; the last point: all of them)")
-    axes.set_ylabel(f"test accuracy (line: mean of {seeds} seeds; dots: each seed)")
+    axes.set_ylabel(f"test accuracy (hollow: mean of {seeds} seeds; dots: each seed)")
     axes.set_title("Less data: how many labels each strategy needs")
     axes.grid(alpha=0.3)
     axes.legend()
@@ -425,11 +487,14 @@ class BatchNormRun:
 
     choice: str
     val_accuracy: float
-    drift: float  # largest change of layer3's first running mean while the head trained
+    # largest change of layer3's first running mean while the head trained, in units of that
+    # channel's running standard deviation before training (1.0: a whole standard deviation)
+    drift: float
 
 
-def _layer3_mean(model: nn.Module) -> torch.Tensor:
-    return model.layer3[0].bn1.running_mean.clone()
+def _layer3_statistics(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    layer = model.layer3[0].bn1
+    return layer.running_mean.clone(), (layer.running_var + layer.eps).sqrt()
 
 
 def _batchnorm_run(
@@ -442,13 +507,14 @@ def _batchnorm_run(
     lr: float,
     seed: int,
     batch_size: int = 32,
+    drop_last: bool = False,
 ) -> BatchNormRun:
     """Train a head (starting from the weights ``head``) on the frozen backbone, one choice."""
     model = replace_head(load_backbone("bundled"), len(head["bias"]))
     model.fc.load_state_dict(head)
     if choice == BATCHNORM_CHOICES[1]:
         reestimate_batchnorm(model, labelled.inputs)  # the target images, labels not needed
-    before = _layer3_mean(model)
+    before, scale = _layer3_statistics(model)
     if choice == BATCHNORM_CHOICES[2]:  # the articles' freezing: gradients off, nothing else
         for name, parameter in model.named_parameters():
             parameter.requires_grad_(name.startswith("fc."))
@@ -468,8 +534,9 @@ def _batchnorm_run(
         batch_size=batch_size,
         seed=seed,
         progress=False,
+        drop_last=drop_last,
     )
-    drift = (_layer3_mean(model) - before).abs().max().item()
+    drift = ((_layer3_statistics(model)[0] - before).abs() / scale).max().item()
     return BatchNormRun(choice, evaluate(trained, scored[1])["accuracy"], drift)
 
 
@@ -480,12 +547,14 @@ def batchnorm_study(
     epochs: int = 25,
     lr: float = 1e-2,
     batch_size: int = 32,
+    drop_last: bool = False,
     progress: bool = True,
 ) -> dict[str, list[BatchNormRun]]:
     """Each BatchNorm choice, once per seed: a new head on the frozen bundled backbone.
 
     Within a seed every choice gets the same labelled images, the same head initialisation,
-    the same batches (``batch_size``) and the same optimizer (Adam, ``lr``, for all trained parameters:
+    the same batches (``batch_size``; ``drop_last=True`` leaves out each epoch's ragged last
+    batch, as fastai does) and the same optimizer (Adam, ``lr``, for all trained parameters:
     the head, plus the BatchNorm scales and shifts for "trained"); only what happens to
     BatchNorm differs:
 
@@ -517,6 +586,7 @@ def batchnorm_study(
                 lr=lr,
                 seed=seed,
                 batch_size=batch_size,
+                drop_last=drop_last,
             )
         )
     return results

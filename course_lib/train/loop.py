@@ -36,6 +36,7 @@ def fit(
     progress: bool = True,
     accuracy: bool | None = None,
     augment=None,
+    drop_last: bool = False,
 ) -> History:
     """Train ``model`` for ``epochs`` epochs of shuffled mini-batches; return the History.
 
@@ -45,18 +46,29 @@ def fit(
     callback: the final weights equal those of an uninterrupted run. ``augment`` (a
     ``course_lib.augment.BatchAugmentation``, fast, or any per-image transform such as
     ``augmentation(...)``) transforms each training image anew every time it is drawn;
-    validation data is never augmented.
+    validation data is never augmented. ``drop_last=True`` leaves out each epoch's last batch
+    when it is smaller than ``batch_size`` (as fastai and ``DataLoader(drop_last=True)`` do): a
+    ragged batch of a few examples gives BatchNorm layers in train mode noisy statistics. The
+    examples left out differ from epoch to epoch, since every epoch is shuffled anew.
 
     Raises:
-        ValueError: empty data, inputs and targets of different lengths, or a model output
-            that does not fit the loss and targets (the message gives the shapes).
+        ValueError: empty data, inputs and targets of different lengths, a model output
+            that does not fit the loss and targets (the message gives the shapes), or
+            ``drop_last`` with fewer examples than one batch.
         NonFiniteLossError: the loss became NaN or infinite (the message gives step and lr).
     """
     inputs, targets = as_tensors(train_data, "train_data")
     validation = as_tensors(val_data, "val_data") if val_data is not None else None
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if drop_last and len(inputs) < batch_size:
+        raise ValueError(
+            f"drop_last=True with {len(inputs)} examples and batch_size={batch_size} leaves no batch"
+        )
     check_loss_fits(model, loss_fn, inputs, targets)
+    steps_per_epoch = (
+        len(inputs) // batch_size if drop_last else math.ceil(len(inputs) / batch_size)
+    )
     state = TrainingState(
         model,
         optimizer,
@@ -67,7 +79,7 @@ def fit(
     if resume_from is not None:
         restore_checkpoint(state, load_checkpoint(resume_from))
     bar = tqdm(
-        total=epochs * math.ceil(len(inputs) / batch_size),
+        total=epochs * steps_per_epoch,
         initial=state.step,
         disable=not progress,
         desc="training",
@@ -83,6 +95,7 @@ def fit(
         track_accuracy=tracks_accuracy(targets, accuracy),
         augment=augment,
         bar=bar,
+        drop_last=drop_last,
     )
     try:
         while state.epoch < epochs:
@@ -107,6 +120,7 @@ class _Epoch:
     track_accuracy: bool
     augment: Callable | None
     bar: tqdm
+    drop_last: bool = False
 
 
 def _run_epoch(state: TrainingState, epoch: _Epoch) -> bool:
@@ -117,6 +131,8 @@ def _run_epoch(state: TrainingState, epoch: _Epoch) -> bool:
     model.train()
     total_loss = 0.0
     order = torch.randperm(len(inputs), generator=state.generator)
+    if epoch.drop_last:  # only whole batches: the last few examples wait for another epoch
+        order = order[: len(order) - len(order) % epoch.batch_size]
     predictions = []  # predicted classes per batch: compared with the targets once per epoch
     for batch in order.split(epoch.batch_size):
         optimizer.zero_grad()
@@ -147,7 +163,7 @@ def _run_epoch(state: TrainingState, epoch: _Epoch) -> bool:
         for callback in state.callbacks:
             callback.on_step_end(state)
     state.epoch += 1
-    record = {"epoch": state.epoch, "train_loss": total_loss / len(inputs)}
+    record = {"epoch": state.epoch, "train_loss": total_loss / len(order)}
     if epoch.track_accuracy:
         record["train_accuracy"] = (torch.cat(predictions) == targets[order]).float().mean().item()
     if epoch.validation is not None:

@@ -5,7 +5,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from course_lib.data import Split, digits_splits
+from course_lib.data import Split, digits_splits, per_class_subset
 from course_lib.lessons import ch05_transfer_study as study
 from course_lib.lessons.ch05_transfer_study import (
     BATCHNORM_CHOICES,
@@ -118,3 +118,44 @@ def test_the_explorer_never_reads_the_test_set(splits):
     figure = transfer_figure((train, val, poisoned), per_class=1, steps=10)
     assert "validation accuracy" in figure.axes[0].get_title()
     assert "test" not in figure.axes[0].get_title()
+
+
+def test_the_batchnorm_study_can_drop_the_ragged_last_batch(splits, monkeypatch):
+    calls = []
+    real_fit = study.fit
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs.get("drop_last"))
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(study, "fit", recording)
+    results = batchnorm_study(
+        splits, per_class=2, epochs=1, batch_size=8, drop_last=True, progress=False
+    )
+    assert calls == [True] * len(BATCHNORM_CHOICES)  # every choice, the same batches
+    # drift in running standard deviations: a scale-free number, moved only in train mode
+    assert results[BATCHNORM_CHOICES[0]][0].drift == 0 < results[BATCHNORM_CHOICES[2]][0].drift
+
+
+def test_the_learning_rate_sweep_reuses_the_known_run_and_never_reads_a_test_set(
+    splits, monkeypatch
+):
+    train, val, _ = splits[0]
+    labelled = per_class_subset(train, 2, seed=0)
+    calls = []
+    real = study.train_strategy
+
+    def recording(strategy, labelled, val, test, **kwargs):
+        calls.append((strategy, kwargs["lr"], test))
+        return real(strategy, labelled, val, test, **kwargs)
+
+    monkeypatch.setattr(study, "train_strategy", recording)
+    own = study.STRATEGY["layer4 + fc"].head_lr
+    known = real("layer4 + fc", labelled, val, None, steps=2)
+    sweep = study.learning_rate_sweep(
+        {"layer4 + fc": (own / 3, own)}, labelled, val, steps=2, known={"layer4 + fc": known}
+    )
+    assert calls == [("layer4 + fc", own / 3, None)]  # the known rate is not trained again
+    assert sweep["layer4 + fc"][own] == known.val_accuracy
+    table = study.sweep_table(sweep)
+    assert "layer4 + fc" in table and table.count("*") == 2  # one best per row, and the legend
