@@ -25,7 +25,7 @@ import copy
 import dataclasses
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import ipywidgets as widgets
 import torch
@@ -41,7 +41,6 @@ from course_lib.train import (
     History,
     LearningRateSchedule,
     TrainingState,
-    evaluate,
     fit,
 )
 from course_lib.widgets import Controls
@@ -56,6 +55,7 @@ __all__ = [
     "RecipeResult",
     "learning_rate_area",
     "memorised_fraction",
+    "paired_bootstrap",
     "results_table",
     "results_figure",
     "curves_figure",
@@ -231,11 +231,18 @@ class Run:
 
 @dataclass(frozen=True)
 class RecipeResult:
-    """Validation and test accuracy and the epoch whose weights were kept, one entry per seed."""
+    """Validation and test accuracy and the epoch whose weights were kept, one entry per seed.
+
+    ``test_correct`` holds, per seed, whether each test image was classified right (for
+    :func:`paired_bootstrap`); ``memorised`` the fraction of wrong training labels the kept
+    weights predict (:func:`memorised_fraction`), when the study was given the clean labels.
+    """
 
     val_accuracy: list[float]
     test_accuracy: list[float]
     epochs: list[int]
+    test_correct: list[list[bool]] = field(default_factory=list, repr=False)
+    memorised: list[float] = field(default_factory=list)
 
     @property
     def mean(self) -> float:
@@ -296,8 +303,10 @@ class RecipeStudy:
     def choose(self, candidates: Sequence[Recipe], tolerance: float = 0.005) -> Recipe:
         """The first candidate whose mean validation accuracy is within ``tolerance`` of the best.
 
-        List the candidates from the weakest setting up: a difference of a validation image
-        or two is noise (and may flip on another CPU), and then the weaker setting wins.
+        List the candidates from the weakest setting up: the order *is* the tie-break. A
+        difference of a validation image or two is noise (and may flip on another CPU), and
+        then the weaker setting wins. Half a point (the default) is a convention, not a test:
+        a choice between candidates closer than the spread over seeds is arbitrary.
         """
         if not candidates:
             raise ValueError("give at least one candidate recipe")
@@ -310,23 +319,32 @@ class RecipeStudy:
             if score >= max(scores) - tolerance
         )
 
-    def test_results(self, recipes: dict[str, Recipe], test: Split) -> dict[str, RecipeResult]:
-        """Validation and test accuracy of each recipe's kept weights, per seed: the one read of ``test``."""
+    def test_results(
+        self, recipes: dict[str, Recipe], test: Split, clean_train: Split | None = None
+    ) -> dict[str, RecipeResult]:
+        """Validation and test accuracy of each recipe's kept weights, per seed: the one read of ``test``.
+
+        With ``clean_train`` (the training images with their correct labels), each result
+        also holds the fraction of wrong training labels its kept weights memorised.
+        """
         if not recipes:
             raise ValueError("give at least one recipe")
         results = {}
         for name, recipe in recipes.items():
             runs = self.runs(recipe)
+            models = [run.kept_model(recipe.early_stopping) for run in runs]
+            correct = [_predictions(model, test.inputs) == test.targets for model in models]
             results[name] = RecipeResult(
                 val_accuracy=self.val_accuracy(recipe),
-                test_accuracy=[
-                    evaluate(run.kept_model(recipe.early_stopping), test)["accuracy"]
-                    for run in runs
-                ],
+                test_accuracy=[c.float().mean().item() for c in correct],
                 epochs=[
                     run.best_epoch if recipe.early_stopping else len(run.history.epochs)
                     for run in runs
                 ],
+                test_correct=[c.tolist() for c in correct],
+                memorised=[]
+                if clean_train is None
+                else [memorised_fraction(m, self.train, clean_train) for m in models],
             )
         return results
 
@@ -350,26 +368,67 @@ def memorised_fraction(model: nn.Module, noisy: Split, clean: Split) -> float:
     return (predicted == noisy.targets[changed]).float().mean().item()
 
 
+@torch.no_grad()
 def _predictions(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     with evaluation_mode(model):
         return model(inputs).argmax(dim=1)
 
 
+def paired_bootstrap(
+    a: RecipeResult,
+    b: RecipeResult,
+    *,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Mean test accuracy of ``a`` minus ``b``, and a bootstrap interval over the test images.
+
+    Each image scores the fraction of seeds that got it right, for each recipe; the
+    difference ``d_i = score_a(i) - score_b(i)`` is paired (the same image on both sides).
+    Resampling the images with replacement ``resamples`` times gives the spread of
+    ``mean(d)`` a different test set of the same size would show; the interval is its
+    central ``level`` quantile range. It measures the test set's noise, not the seeds'.
+    """
+    if not a.test_correct or not b.test_correct:
+        raise ValueError("both results need test_correct (from RecipeStudy.test_results)")
+    score_a = torch.tensor(a.test_correct, dtype=torch.float64).mean(dim=0)
+    score_b = torch.tensor(b.test_correct, dtype=torch.float64).mean(dim=0)
+    if score_a.shape != score_b.shape:
+        raise ValueError("the two results were measured on different test sets")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be between 0 and 1, got {level}")
+    differences = score_a - score_b
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.randint(len(differences), (resamples, len(differences)), generator=generator)
+    means = differences[picks].mean(dim=1)
+    tail = (1 - level) / 2
+    low, high = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=torch.float64))
+    return differences.mean().item(), low.item(), high.item()
+
+
 def results_table(results: dict[str, RecipeResult], baseline: str = "nothing") -> str:
-    """A text table: mean validation and test accuracy, the test range over seeds, the gain over ``baseline``."""
+    """A text table: mean validation and test accuracy, the test range over seeds, the gain over ``baseline``.
+
+    A ``memorised`` column (mean over seeds) appears when every result has it.
+    """
     reference = results[baseline].mean if baseline in results else None
-    lines = [
-        f"{'recipe':<18} {'val acc':>7} {'test acc':>8} {'seeds: min - max':>17} {'gain':>6}  epochs kept"
-    ]
+    memorised = all(result.memorised for result in results.values())
+    header = f"{'recipe':<18} {'val acc':>7} {'test acc':>8} {'seeds: min - max':>17} {'gain':>6}"
+    lines = [header + (f" {'memorised':>9}" if memorised else "") + "  epochs kept"]
     for name, result in results.items():
         gain = f"{100 * (result.mean - reference):+.1f}" if reference is not None else ""
         span = f"{min(result.test_accuracy):.3f} - {max(result.test_accuracy):.3f}"
         epochs = "/".join(str(e) for e in result.epochs)
         val = statistics.fmean(result.val_accuracy)
-        lines.append(f"{name:<18} {val:>7.3f} {result.mean:>8.3f} {span:>17} {gain:>6}  {epochs}")
+        row = f"{name:<18} {val:>7.3f} {result.mean:>8.3f} {span:>17} {gain:>6}"
+        if memorised:
+            row += f" {statistics.fmean(result.memorised):>9.0%}"
+        lines.append(f"{row}  {epochs}")
     lines.append(
         f"val, test: means over seeds; gain: points of mean test accuracy over '{baseline}'; "
-        "epochs kept: per seed"
+        + ("memorised: wrong training labels predicted; " if memorised else "")
+        + "epochs kept: per seed"
     )
     return "\n".join(lines)
 
@@ -423,7 +482,11 @@ def curves_figure(study: RecipeStudy, recipes: dict[str, Recipe]) -> Figure:
             ]
             axes.plot(epochs, mean, color=line.get_color(), label=name)
     rates.set(xlabel="step", ylabel="learning rate", title="Learning rate", ylim=(0, None))
-    train_axes.set(xlabel="epoch", ylabel="accuracy", title="Training accuracy (noisy labels)")
+    train_axes.set(
+        xlabel="epoch",
+        ylabel="accuracy",
+        title="Training accuracy (noisy labels)\nrunning mean over the epoch, training mode",
+    )
     val_axes.set(xlabel="epoch", ylabel="accuracy", title="Validation accuracy")
     for axes in (rates, train_axes, val_axes):
         axes.grid(True, alpha=0.3)

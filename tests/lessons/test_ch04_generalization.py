@@ -6,13 +6,15 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from course_lib.augment import BatchAugmentation
-from course_lib.data import digits_splits, per_class_subset
+from course_lib.data import digits_splits, per_class_subset, with_wrong_labels
 from course_lib.lessons.ch04_generalization import (
     Recipe,
     RecipeResult,
     RecipeStudy,
     curves_figure,
     learning_rate_area,
+    memorised_fraction,
+    paired_bootstrap,
     results_figure,
     results_table,
     stopping_epoch,
@@ -156,3 +158,54 @@ def test_results_figure_shows_differences_from_the_baseline_with_their_range():
     (bars,) = axes.containers
     assert bars.patches[0].get_width() == pytest.approx(100 * (0.87 - 0.81))
     assert "minus the mean of 'nothing'" in axes.get_xlabel() and "min to max" in axes.get_xlabel()
+
+
+def test_choose_takes_the_order_as_the_tie_break_weakest_first(data):
+    train, val, _ = data
+    study = RecipeStudy(train, val, seeds=(0,), epochs=3, hidden=(16,))
+    weak_first = [Recipe(weight_decay=lam) for lam in (1.0, 3.0)]
+    # a tolerance of a whole point of accuracy ties them: the first listed wins, whichever it is
+    assert study.choose(weak_first, tolerance=1.0) == weak_first[0]
+    assert study.choose(weak_first[::-1], tolerance=1.0) == weak_first[1]
+    # with no tolerance, the better mean wins whatever the order
+    best = max(weak_first, key=lambda r: study.val_accuracy(r)[0])
+    assert study.choose(weak_first, tolerance=0) == study.choose(weak_first[::-1], tolerance=0) or (
+        study.val_accuracy(weak_first[0]) == study.val_accuracy(weak_first[1])
+    )
+    assert study.val_accuracy(study.choose(weak_first, tolerance=0)) == study.val_accuracy(best)
+
+
+def _result(test_correct, memorised=()):
+    accuracy = [sum(c) / len(c) for c in test_correct]
+    return RecipeResult(accuracy, accuracy, [1] * len(accuracy), test_correct, list(memorised))
+
+
+def test_paired_bootstrap_centres_on_the_mean_difference_and_pairs_the_images():
+    a = _result([[True] * 80 + [False] * 20, [True] * 90 + [False] * 10])
+    b = _result([[True] * 70 + [False] * 30, [True] * 70 + [False] * 30])
+    mean, low, high = paired_bootstrap(a, b, resamples=500)
+    assert mean == pytest.approx(0.15) and low < mean < high
+    assert paired_bootstrap(a, b, resamples=500) == (mean, low, high)  # seeded
+    same = paired_bootstrap(a, a, resamples=200)
+    assert same == (0.0, 0.0, 0.0)  # paired: a recipe against itself has no spread
+    # d_i is 1 on 15 images, 0.5 on 10 and 0 elsewhere: an interval near +-2 s.e.
+    se = ((sum([1.0] * 10 + [0.25] * 10) / 100 - 0.15**2) / 100) ** 0.5
+    assert high - low == pytest.approx(4 * se, rel=0.25)
+    with pytest.raises(ValueError, match="test_correct"):
+        paired_bootstrap(a, RecipeResult([0.5], [0.5], [1]))
+    with pytest.raises(ValueError, match="different test sets"):
+        paired_bootstrap(a, _result([[True] * 10]))
+
+
+def test_test_results_count_memorised_labels_and_the_table_shows_them(data):
+    train, val, test = data
+    noisy = with_wrong_labels(train, 0.2, seed=0)
+    study = RecipeStudy(noisy, val, seeds=(0,), epochs=3, hidden=(16,))
+    results = study.test_results({"nothing": Recipe()}, test, clean_train=train)
+    (result,) = results.values()
+    assert len(result.test_correct[0]) == len(test)
+    assert sum(result.test_correct[0]) / len(test) == pytest.approx(result.test_accuracy[0])
+    (run,) = study.runs(Recipe())
+    assert result.memorised == [memorised_fraction(run.model, noisy, train)]
+    assert "memorised" in results_table(results)
+    assert "memorised" not in results_table(study.test_results({"nothing": Recipe()}, test))
