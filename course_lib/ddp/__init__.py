@@ -20,9 +20,11 @@ _PUBLIC = {
         "training_data",
         "fine_tuning_model",
         "backend_and_device",
+        "check_resumable",
     ),
     "course_lib.ddp.launcher": (
         "LaunchResult",
+        "SHARED_STORE_FIX",
         "WorkerFailed",
         "PortInUse",
         "launch",
@@ -39,7 +41,13 @@ _PUBLIC = {
         "rank_batches",
         "committed_steps",
     ),
-    "course_lib.ddp.costs": ("CostRow", "measure_costs", "crossover_batch", "speedup_bound"),
+    "course_lib.ddp.costs": (
+        "CostRow",
+        "measure_costs",
+        "compute_per_example",
+        "crossover_batch",
+        "speedup_bound",
+    ),
 }
 _MODULE_OF = {name: module for module, names in _PUBLIC.items() for name in names}
 __all__ = list(_MODULE_OF)

@@ -32,6 +32,7 @@ from course_lib.ddp.train import PID_DIR_VARIABLE
 
 __all__ = [
     "LaunchResult",
+    "SHARED_STORE_FIX",
     "WorkerFailed",
     "PortInUse",
     "usable_cores",
@@ -43,6 +44,11 @@ __all__ = [
 ]
 
 _STOP_GRACE_SECONDS = 5.0
+# Workers build their own store for init_process_group instead of sharing the rendezvous
+# store: with a shared one, a restarted attempt (--max-restarts) can be handed its peer's
+# address from the failed attempt and dies with "Gloo connectFullMesh failed ... Connection
+# refused" (pytorch/pytorch#135712). Every launch sets it, and the shown command prints it.
+SHARED_STORE_FIX = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,8 @@ class LaunchResult:
     def shown_command(self) -> str:
         """The command as one would type it: ``torchrun ...``."""
         words = self.command[3:] if self.command[1:3] == ["-m", "torch.distributed.run"] else []
-        return shlex.join(["torchrun", *words]) if words else shlex.join(self.command)
+        command = shlex.join(["torchrun", *words]) if words else shlex.join(self.command)
+        return " ".join(f"{k}={v}" for k, v in SHARED_STORE_FIX.items()) + " " + command
 
 
 class WorkerFailed(RuntimeError):
@@ -127,10 +134,7 @@ def launch(
     with tempfile.TemporaryDirectory(prefix="course-ddp-pids-") as pid_dir:
         environment = {
             **os.environ,
-            # Workers build their own store for init_process_group instead of sharing the
-            # rendezvous store: a shared one can hand a restarted worker its peer's address
-            # from the failed attempt (pytorch/pytorch#135712), and the restart then fails.
-            "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
+            **SHARED_STORE_FIX,  # restarts work only with it (pytorch/pytorch#135712)
             **(env or {}),
             PID_DIR_VARIABLE: pid_dir,
         }

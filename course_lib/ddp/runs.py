@@ -30,6 +30,7 @@ from course_lib.ddp.train import (
     RESULT_FILE,
     TrainingConfig,
     backend_and_device,
+    check_resumable,
     train,
     training_data,
 )
@@ -76,7 +77,8 @@ def run_workers(
 ) -> Run:
     """Train with ``workers`` processes under torchrun; ``fail_at=(rank, step)`` plants a crash.
 
-    ``config.out`` should be a new folder: a checkpoint already there is resumed from.
+    ``config.out`` should be a new folder: a checkpoint already there is resumed from, and
+    refused (ValueError) when another config wrote it.
     """
     env = {FAIL_AT_VARIABLE: f"{fail_at[0]}:{fail_at[1]}"} if fail_at else {}
     env.setdefault("OMP_NUM_THREADS", "1")  # one thread per worker: the workers are the parallelism
@@ -86,6 +88,7 @@ def run_workers(
             f"the global batch of {config.global_batch} does not split evenly over {workers} "
             "workers; use a number of workers that divides it (1, 2, 4, ...)"
         )
+    check_resumable(config)
     _leave_training_data(config)
     result = launch(
         "course_lib.ddp.train",
@@ -114,6 +117,7 @@ def run_single(config: TrainingConfig) -> Run:
     """
     if os.environ.get("RANK") is not None:
         raise RuntimeError("run_single is the one-process reference; call it outside torchrun")
+    check_resumable(config)
     train(config, device=backend_and_device(0)[1])
     return _read_run(Path(config.out), None)
 

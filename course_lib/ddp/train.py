@@ -55,6 +55,7 @@ __all__ = [
     "training_data",
     "fine_tuning_model",
     "backend_and_device",
+    "check_resumable",
     "train",
     "main",
 ]
@@ -156,7 +157,9 @@ def fine_tuning_model(seed: int = 0) -> nn.Module:
     included: in train mode each rank would normalise with the statistics of its own shard
     of the batch, and the run would no longer equal one process on the whole batch.
     (``nn.SyncBatchNorm.convert_sync_batchnorm(model)`` computes the statistics over all
-    ranks instead, at the cost of one more all-reduce per BatchNorm layer.)
+    ranks instead, on GPUs only: on CPUs it raises in training mode. It costs two blocking
+    collectives per BatchNorm layer per step, an all-gather of the statistics in forward and
+    an all-reduce in backward. On CPUs, keep BatchNorm frozen.)
     """
     torch.manual_seed(seed)  # the same new head on every rank
     model = replace_head(load_backbone("bundled"), 10)
@@ -203,13 +206,15 @@ def train(
         raise ValueError(
             f"global_batch ({config.global_batch}) must divide evenly over {world} workers"
         )
+    if device.type == "cuda":
+        _exact_gpu_arithmetic()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     data = _training_data(out, config.examples)
     model = fine_tuning_model(config.seed).to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(trainable, lr=config.lr, momentum=config.momentum)
-    start, history = _resume(out / CHECKPOINT_FILE, model, optimizer, device)
+    start, history = _resume(out / CHECKPOINT_FILE, model, optimizer, device, config)
     network = _wrap(model, device) if distributed else model
     sampler = DistributedSampler(
         TensorDataset(data.inputs, data.targets),
@@ -230,6 +235,7 @@ def train(
             if step < start:
                 continue  # committed before a restart
             _fail_here_if_asked(rank, step, attempt, distributed)
+            started = time.perf_counter()
             loss = loss_fn(network(inputs.to(device)), targets.to(device))
             optimizer.zero_grad()
             loss.backward()  # DDP all-reduces (averages) the gradients here
@@ -239,12 +245,15 @@ def train(
                 "epoch": epoch,
                 "loss": _mean_over_ranks(loss.detach(), distributed),
                 "attempt": attempt,
+                "seconds": time.perf_counter() - started,  # rank 0's step, all-reduce included
             }
             history.append(record)
             if rank == 0:
                 _log(out, record, echo)
                 if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
-                    _save_checkpoint(out / CHECKPOINT_FILE, model, optimizer, step + 1, history)
+                    _save_checkpoint(
+                        out / CHECKPOINT_FILE, model, optimizer, step + 1, history, config
+                    )
     result = {
         "params": {
             n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad
@@ -264,18 +273,58 @@ def _wrap(model: nn.Module, device: torch.device) -> nn.Module:
     return DistributedDataParallel(model)
 
 
-def _resume(path: Path, model: nn.Module, optimizer, device) -> tuple[int, list[dict]]:
-    """Load the last checkpoint if there is one: (steps already committed, their history)."""
+def _exact_gpu_arithmetic() -> None:
+    """Full float32 on GPUs, the same kernels each run: cuDNN convolutions use TF32 by default
+    (``cudnn.allow_tf32``), which would move a comparison with one process far above 1e-5."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def _resumable(config: TrainingConfig) -> dict:
+    """What a checkpoint must agree on to be resumed: the config, less where it is kept."""
+    return {k: v for k, v in asdict(config).items() if k != "out"}
+
+
+def check_resumable(config: TrainingConfig) -> None:
+    """Refuse (ValueError, one sentence) a checkpoint in ``config.out`` from another config."""
+    path = Path(config.out) / CHECKPOINT_FILE
+    if path.exists():
+        saved = torch.load(path, map_location="cpu", weights_only=True).get("config")
+        _refuse_mismatch(saved, config)
+
+
+def _refuse_mismatch(saved: dict | None, config: TrainingConfig) -> None:
+    wanted = _resumable(config)
+    if saved != wanted:
+        differ = sorted(k for k in wanted if (saved or {}).get(k) != wanted[k])
+        raise ValueError(
+            f"{config.out} holds a checkpoint of another run (it differs in "
+            f"{', '.join(differ) or 'its config'}); give a new --out folder, or delete it"
+        )
+
+
+def _resume(
+    path: Path, model: nn.Module, optimizer, device, config: TrainingConfig
+) -> tuple[int, list[dict]]:
+    """Load the last checkpoint if there is one: (steps already committed, their history).
+
+    A checkpoint written by another config (batch, learning rate, ...) is refused."""
     if not path.exists():
         return 0, []
     state = torch.load(path, map_location=device, weights_only=True)
+    _refuse_mismatch(state.get("config"), config)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     return state["step"], list(state["history"])
 
 
-def _save_checkpoint(path: Path, model, optimizer, step: int, history: list[dict]) -> None:
+def _save_checkpoint(
+    path: Path, model, optimizer, step: int, history: list[dict], config: TrainingConfig
+) -> None:
     state = {
+        "config": _resumable(config),
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "step": step,

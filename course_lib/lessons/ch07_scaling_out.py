@@ -127,33 +127,55 @@ def attempts_table(run: Run) -> str:
     return "\n".join(lines)
 
 
-def costs_table(rows: Sequence[CostRow], *, batch: int, workers: int = 2) -> str:
-    """Per model size: compute and all-reduce per step, their ratio, the crossover batch and
-    the speed-up bound on ``workers`` separate devices."""
+def costs_table(rows: Sequence[CostRow]) -> str:
+    """Per model size: median compute on the per-worker batch b and on W b, the all-reduce with
+    its interquartile range, A/C, the no-overlap crossover batch and speed-up estimate."""
+    first = rows[0]
+    b, w = first.batch, first.workers
     lines = [
-        f"{'parameters':>11} {'compute ms':>11} {'all-reduce ms':>14} {'A/C':>6} "
-        f"{'crossover batch':>16} {f'speed-up on {workers} devices':>23}"
+        f"{'parameters':>11} {f'C({b}) ms':>9} {f'C({w * b}) ms':>10} {'A ms [IQR]':>19} "
+        f"{'A/C':>6} {'crossover b*':>13} {'no-overlap speed-up':>20}"
     ]
     for row in rows:
+        low, high = (1e3 * x for x in row.allreduce_iqr)
+        spread = f"{1e3 * row.allreduce_s:.2f} [{low:.2f}-{high:.2f}]"
         lines.append(
-            f"{row.parameters:>11,} {1e3 * row.compute_s:>11.2f} {1e3 * row.allreduce_s:>14.2f} "
-            f"{row.ratio:>6.2f} {crossover_batch(row, batch, workers):>16.0f} "
-            f"{speedup_bound(row, workers):>23.2f}"
+            f"{row.parameters:>11,} {1e3 * row.compute_s:>9.2f} {1e3 * row.compute_wide_s:>10.2f} "
+            f"{spread:>19} {row.ratio:>6.2f} {crossover_batch(row):>13.0f} "
+            f"{speedup_bound(row):>20.2f}"
         )
     return "\n".join(lines)
 
 
-def costs_figure(rows: Sequence[CostRow], *, batch: int) -> Figure:
-    """Milliseconds per step against parameters (log-log): compute on a batch, and all-reduce."""
+def costs_figure(rows: Sequence[CostRow]) -> Figure:
+    """Milliseconds per step against parameters (log-log), medians with interquartile bars:
+    compute on the per-worker batch, and all-reduce."""
     figure = Figure(figsize=(6, 3.6))
     axes = figure.subplots()
     parameters = [row.parameters for row in rows]
-    axes.loglog(
-        parameters, [1e3 * r.compute_s for r in rows], "o-", label=f"compute, batch {batch}"
+
+    def bars(medians, ranges):
+        low = [1e3 * (m - r[0]) for m, r in zip(medians, ranges, strict=True)]
+        high = [1e3 * (r[1] - m) for m, r in zip(medians, ranges, strict=True)]
+        return [1e3 * m for m in medians], [low, high]
+
+    compute, compute_err = bars([r.compute_s for r in rows], [r.compute_iqr for r in rows])
+    reduce, reduce_err = bars([r.allreduce_s for r in rows], [r.allreduce_iqr for r in rows])
+    axes.errorbar(
+        parameters,
+        compute,
+        yerr=compute_err,
+        fmt="o-",
+        capsize=3,
+        label=f"compute, batch {rows[0].batch}",
     )
-    axes.loglog(parameters, [1e3 * r.allreduce_s for r in rows], "s-", label="all-reduce (gloo)")
+    axes.errorbar(
+        parameters, reduce, yerr=reduce_err, fmt="s-", capsize=3, label="all-reduce (gloo)"
+    )
+    axes.set_xscale("log")
+    axes.set_yscale("log")
     axes.set_xlabel("parameters of the model")
-    axes.set_ylabel("milliseconds per step")
+    axes.set_ylabel("ms per step (median, IQR bars)")
     axes.set_title("What one data-parallel step costs, per worker")
     axes.legend()
     axes.grid(True, which="major", alpha=0.3)

@@ -47,7 +47,7 @@ CHAPTERS = (
         "00",
         "start_here",
         "Start here",
-        15,
+        25,
         "How the course works, a check of your set-up, a first widget.",
     ),
     Chapter(
@@ -62,7 +62,7 @@ CHAPTERS = (
         "02",
         "optimizers",
         "Optimizers",
-        60,
+        80,
         "Momentum, Nesterov, conjugate gradient, Adagrad, RMSprop, Adadelta, Adam, AdamW, "
         "Adamax, NAdam: built from scratch, checked against torch.optim.",
     ),
@@ -70,7 +70,7 @@ CHAPTERS = (
         "03",
         "training_a_network",
         "Training a network",
-        50,
+        95,
         "The training loop, loss and evaluation; a bug hunt; learning rate, activation, "
         "depth and width.",
     ),
@@ -78,21 +78,21 @@ CHAPTERS = (
         "04",
         "generalization",
         "Generalization",
-        50,
+        75,
         "Overfitting; data augmentation, dropout, weight decay, early stopping, schedules.",
     ),
     Chapter(
         "05",
         "transfer_learning",
         "Feature extraction vs fine-tuning",
-        60,
+        90,
         "A pretrained ResNet, frozen or fine-tuned; the three claims of transfer learning, measured.",
     ),
     Chapter(
         "06",
         "deployment_hardening",
         "Deployment hardening",
-        50,
+        120,
         "Safe loading, signing, envelope encryption, a model registry, input guards, calibration, "
         "OOD, attacks, a signed export.",
     ),
@@ -100,7 +100,7 @@ CHAPTERS = (
         "07",
         "scaling_out",
         "Scaling out",
-        40,
+        45,
         "Data-parallel fine-tuning with torchrun and DDP: equivalence to one process measured, "
         "the cost of an all-reduce, a worker killed and the run resumed.",
     ),

@@ -167,6 +167,11 @@ def _parser() -> argparse.ArgumentParser:
     ddp.add_argument(
         "--out", default=None, help="folder for checkpoints and results (default: temporary)"
     )
+    ddp.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the checkpoint in a non-empty --out folder (same config only)",
+    )
     ddp.set_defaults(run=_ddp)
     return parser
 
@@ -224,6 +229,13 @@ def _ddp(args: argparse.Namespace) -> int:
         run_workers,
     )
 
+    if args.out and Path(args.out).is_dir() and any(Path(args.out).iterdir()) and not args.resume:
+        print(
+            f"course ddp: {args.out} is not empty; pass --resume to continue the run in it, or "
+            "give a new --out folder",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     with tempfile.TemporaryDirectory(prefix="course-ddp-") as folder:
         out = Path(args.out or folder)
         config = TrainingConfig(out=str(out / f"{args.workers}-workers"))

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ import torch
 
 from course_lib.ddp import (
     FLOAT_TOLERANCE,
+    SHARED_STORE_FIX,
+    LaunchResult,
     PortInUse,
     TrainingConfig,
     WorkerFailed,
@@ -27,7 +30,7 @@ from course_lib.ddp import (
     torchrun_command,
     usable_cores,
 )
-from course_lib.ddp.costs import CostRow, crossover_batch, speedup_bound
+from course_lib.ddp.costs import CostRow, compute_per_example, crossover_batch, speedup_bound
 from course_lib.ddp.launcher import failed_rank
 from course_lib.tools.cli import main
 
@@ -66,7 +69,7 @@ def reference(tmp_path_factory):
 def test_course_ddp_check_passes_and_prints_the_difference(capsys):
     assert main(["ddp", "--workers", "2", "--check"]) == 0
     out = capsys.readouterr().out
-    assert "torchrun --standalone --nproc-per-node=2" in out
+    assert "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun --standalone --nproc-per-node=2" in out
     assert "2 workers x batch 32: 8 steps" in out
     assert "largest parameter difference to one process x batch 64" in out
     assert "within the float tolerance" in out
@@ -102,6 +105,29 @@ def test_an_interrupted_run_leaves_no_process(tmp_path):
     with pytest.raises(TimeoutError, match="all of its processes were stopped"):
         launch("course_lib.ddp.train", config.to_argv(), workers=2, timeout=2)
     assert processes_mentioning(str(tmp_path)) == []
+
+
+def test_a_checkpoint_of_another_config_is_refused(tmp_path, reference):
+    first = TrainingConfig(out=str(tmp_path / "run"), epochs=1)
+    run_single(first)
+    with pytest.raises(ValueError, match="differs in global_batch, lr"):
+        run_single(replace(first, global_batch=32, lr=0.5))
+    with pytest.raises(ValueError, match="checkpoint of another run"):
+        run_workers(replace(first, lr=0.5), 1)
+
+
+def test_course_ddp_refuses_a_non_empty_out_without_resume(tmp_path, capsys):
+    (tmp_path / "old").write_text("x")
+    assert main(["ddp", "--workers", "1", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and err.count("\n") == 1
+
+
+def test_the_shown_command_carries_the_variable_restarts_need():
+    result = LaunchResult(torchrun_command("m", workers=2, max_restarts=1), "", 0.0)
+    shown = result.shown_command
+    assert shown.startswith("TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun --standalone")
+    assert SHARED_STORE_FIX == {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
 
 
 # --- bad input: one sentence each, nothing started --------------------------------------------------
@@ -196,9 +222,14 @@ def test_largest_difference_needs_the_same_parameters():
         largest_difference(a, {"v": torch.zeros(3)})
 
 
-def test_crossover_and_speedup_follow_from_the_ratio():
-    row = CostRow(width=8, parameters=100, compute_s=0.02, allreduce_s=0.01)
-    assert row.ratio == 0.5
-    assert crossover_batch(row, batch=32, workers=2) == pytest.approx(16)
-    assert speedup_bound(row, workers=2) == pytest.approx(2 / 1.5)
-    assert crossover_batch(row, batch=32, workers=3) == pytest.approx(8)
+def test_crossover_and_speedup_use_compute_with_a_fixed_cost():
+    # C(b) = c0 + c1 b with c0 = 0.01 s, c1 = 0.001 s per example; A = 0.016 s
+    row = CostRow(8, 100, compute_s=0.042, allreduce_s=0.016, compute_wide_s=0.074, batch=32)
+    assert row.ratio == pytest.approx(0.016 / 0.042)
+    assert compute_per_example(row) == pytest.approx(0.001)
+    assert crossover_batch(row) == pytest.approx(16)  # A / ((W - 1) c1), not b A / C
+    assert speedup_bound(row) == pytest.approx(0.074 / 0.058)  # C(W b) / (C(b) + A)
+    three = CostRow(8, 100, 0.042, 0.016, compute_wide_s=0.106, batch=32, workers=3)
+    assert crossover_batch(three) == pytest.approx(8)
+    flat = CostRow(8, 100, 0.042, 0.016, compute_wide_s=0.042, batch=32)
+    assert crossover_batch(flat) == float("inf")  # compute does not grow: never pays

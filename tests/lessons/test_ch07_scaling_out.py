@@ -57,7 +57,11 @@ def test_attempts_and_losses_are_tabulated():
 
 
 def test_costs_are_tabulated_and_drawn():
-    rows = [CostRow(32, 10_000, 0.002, 0.001), CostRow(512, 400_000, 0.02, 0.004)]
-    text = costs_table(rows, batch=32)
-    assert "A/C" in text and "400,000" in text
-    assert isinstance(costs_figure(rows, batch=32), Figure)
+    rows = [
+        CostRow(32, 10_000, 0.002, 0.001, 0.003, 32, 2, (0.0019, 0.0021), (0.0009, 0.0012)),
+        CostRow(512, 400_000, 0.02, 0.004, 0.038, 32, 2, (0.019, 0.021), (0.0035, 0.0045)),
+    ]
+    text = costs_table(rows)
+    assert "A/C" in text and "400,000" in text and "C(64) ms" in text
+    assert "4.00 [3.50-4.50]" in text and "no-overlap" in text
+    assert isinstance(costs_figure(rows), Figure)
