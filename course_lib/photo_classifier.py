@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torchvision.transforms import v2
 
 from course_lib.photos import Photo, PhotoDataset, PhotoFolder, stratified_split
-from course_lib.transfer import freeze, load_backbone, replace_head, unfreeze
+from course_lib.transfer import extract_features, freeze, load_backbone, replace_head, unfreeze
 
 __all__ = [
     "Preprocessing",
@@ -286,16 +286,11 @@ def _predict(model: nn.Module, data: Dataset, config: TrainingConfig) -> list[in
 
 @torch.no_grad()
 def _embeddings(model: nn.Module, data: PhotoDataset, config: TrainingConfig) -> TensorDataset:
-    """Each photo's embedding (the input of ``fc``), computed once with the backbone in eval mode."""
-    head, model.fc = model.fc, nn.Identity()
-    model.eval()
-    try:
-        chunks, labels = [], []
-        for inputs, targets in _loader(data, config, shuffle=False):
-            chunks.append(model(inputs))
-            labels.append(targets)
-    finally:
-        model.fc = head
+    """Each photo's embedding (the input of ``fc``), computed once by chapter 5's extract_features."""
+    chunks, labels = [], []
+    for inputs, targets in _loader(data, config, shuffle=False):
+        chunks.append(extract_features(model, inputs))
+        labels.append(targets)
     return TensorDataset(torch.cat(chunks), torch.cat(labels))
 
 
