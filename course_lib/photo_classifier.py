@@ -46,6 +46,7 @@ __all__ = [
     "PhotoModelError",
     "Prediction",
     "PhotoModel",
+    "photo_model",
     "model_metadata",
     "save_photo_model",
     "load_photo_model",
@@ -426,6 +427,25 @@ class PhotoModel:
             for (index, _), c, k in zip(chunk, confidence.tolist(), label.tolist(), strict=True):
                 predictions[index] = Prediction(Path(paths[index]), self.classes[k], c)
         return predictions
+
+
+def photo_model(result: FineTuneResult, config: TrainingConfig) -> PhotoModel:
+    """The best epoch of ``result`` as a PhotoModel, ready to predict, without writing a folder.
+
+    The same network, classes and preprocessing that ``save_photo_model`` followed by
+    ``load_photo_model`` give back (``course finetune`` then ``course predict``).
+    """
+    if result.best_state is None:
+        raise ValueError("no epoch finished, so there is no model to predict with")
+    name, weights = _ARCHITECTURE[config.backbone]
+    network = replace_head(load_backbone(name, weights), len(result.folder.classes))
+    network.load_state_dict(result.best_state)
+    return PhotoModel(
+        network.eval(),
+        list(result.folder.classes),
+        preprocessing_for(config.backbone),
+        model_metadata(result, config),
+    )
 
 
 def load_photo_model(

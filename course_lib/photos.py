@@ -39,6 +39,7 @@ __all__ = [
     "PhotoDataset",
     "MIN_PHOTOS_PER_CLASS",
     "SAMPLE_CLASSES",
+    "SAMPLE_BAD_FILES",
     "write_sample_photos",
 ]
 
@@ -240,13 +241,21 @@ SAMPLE_CLASSES = ("ball", "box", "tent")
 
 
 def write_sample_photos(
-    folder: str | Path, per_class: int = 24, *, size: int = 96, seed: int = 0
+    folder: str | Path,
+    per_class: int = 24,
+    *,
+    size: int = 96,
+    seed: int = 0,
+    bad_files: bool = False,
 ) -> Path:
     """Write ``per_class`` JPEG photos of each of ``SAMPLE_CLASSES`` into ``folder/<class>/``.
 
     Each photo is a lit object (a shaded ball, a box, a tent) on a sky-and-ground background,
     at a random place, scale, colour and tilt, with sensor noise: no two alike, and the same
     files for the same seed. 3 x 24 photos at 96 px take about 150 KB.
+
+    ``bad_files=True`` adds two files a real folder often holds and a scan must skip
+    (``SAMPLE_BAD_FILES``): a text file, and a JPEG cut off half-way (an interrupted copy).
     """
     import numpy as np
     from PIL import ImageDraw, ImageFilter
@@ -263,7 +272,20 @@ def write_sample_photos(
             pixels = np.asarray(image, dtype=np.float32) + rng.normal(0, 6, (size, size, 3))
             photo = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
             photo.save(folder / name / f"{name}_{index:03d}.jpg", quality=85)
+    if bad_files:
+        _write_bad_files(folder)
     return folder
+
+
+# Relative to the folder; what ``write_sample_photos(..., bad_files=True)`` adds.
+SAMPLE_BAD_FILES = ("ball/notes.txt", "box/copied_halfway.jpg")
+
+
+def _write_bad_files(folder: Path) -> None:
+    notes, cut = (folder / name for name in SAMPLE_BAD_FILES)
+    notes.write_text("shot on the beach, 3 May\n", encoding="utf-8")
+    whole = (folder / SAMPLE_CLASSES[1] / f"{SAMPLE_CLASSES[1]}_000.jpg").read_bytes()
+    cut.write_bytes(whole[: len(whole) // 2])
 
 
 def _sample_background(rng, size: int) -> Image.Image:

@@ -12,6 +12,7 @@ from course_lib.photo_classifier import (
     class_report,
     confusion_counts,
     load_photo_model,
+    photo_model,
     preprocessing_for,
     save_photo_model,
     train_on_photos,
@@ -147,3 +148,25 @@ def test_a_model_of_another_kind_is_refused(tmp_path):
     )
     with pytest.raises(PhotoModelError, match="not a photo classifier"):
         load_photo_model(folder, verify_key=b"k" * 32)
+
+
+def test_photo_model_predicts_like_the_saved_and_loaded_folder(trained, tmp_path):
+    result, config = trained
+    in_memory = photo_model(result, config)
+    folder = save_photo_model(tmp_path / "model", result, config, signing_key=b"k" * 32)
+    loaded = load_photo_model(folder, verify_key=b"k" * 32)
+    paths = [photo.path for photo in result.validation]
+    assert in_memory.classes == loaded.classes and in_memory.preprocessing == loaded.preprocessing
+    assert [(p.label, p.confidence) for p in in_memory.predict(paths)] == [
+        (p.label, p.confidence) for p in loaded.predict(paths)
+    ]
+    assert [p.label for p in in_memory.predict(paths)] == [
+        result.folder.classes[i] for i in result.validation_predictions
+    ]
+
+
+def test_photo_model_needs_a_finished_epoch(trained):
+    result, config = trained
+    unfinished = photo_classifier.FineTuneResult(result.folder, result.train, result.validation)
+    with pytest.raises(ValueError, match="no epoch finished"):
+        photo_model(unfinished, config)

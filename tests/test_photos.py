@@ -166,3 +166,20 @@ def test_dataset_feeds_a_dataloader_with_workers(tmp_path):
     assert len(batches) == 2
     images, labels = batches[0]
     assert images.shape == (4, 3, 16, 16) and labels.tolist() == [0, 0, 0, 0]
+
+
+def test_sample_photos_can_bring_the_bad_files_a_real_folder_collects(tmp_path):
+    from course_lib.photos import SAMPLE_BAD_FILES, SAMPLE_CLASSES, write_sample_photos
+
+    root = write_sample_photos(tmp_path / "photos", per_class=2, size=32, bad_files=True)
+    found = scan_photo_folder(root)
+    assert found.classes == list(SAMPLE_CLASSES) and found.counts() == dict.fromkeys(
+        found.classes, 2
+    )
+    skipped = {str(path.relative_to(root)): why for path, why in found.skipped}
+    assert set(skipped) == set(SAMPLE_BAD_FILES)
+    assert "not an image" in skipped["ball/notes.txt"]
+    assert "truncated" in skipped["box/copied_halfway.jpg"]
+    assert str(tmp_path) not in found.report()  # names relative to the folder
+    again = write_sample_photos(tmp_path / "again", per_class=2, size=32, bad_files=True)
+    assert found.report() == scan_photo_folder(again).report()  # seeded: the same files

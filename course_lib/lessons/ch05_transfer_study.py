@@ -33,6 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from course_lib.data import Split, per_class_subset
+from course_lib.models import evaluation_mode
 from course_lib.train import Callback, TrainingState, evaluate, fit
 from course_lib.transfer import (
     GradualUnfreezing,
@@ -61,6 +62,7 @@ __all__ = [
     "CHOSEN_BLOCKS",
     "TransferRun",
     "train_strategy",
+    "embed_splits",
     "compare_strategies",
     "learning_rate_sweep",
     "sweep_table",
@@ -144,7 +146,7 @@ class TransferRun:
     strategy: str
     test_accuracy: float | None  # None: the run did not look at the test set (the explorer)
     val_accuracy: float  # at the end: what a learner tuning may look at
-    train_accuracy: float  # on the labelled examples it trained on
+    train_accuracy: float | None  # on the labelled examples it trained on (None: not measured)
     trainable: int
     seconds_per_epoch: float  # median over epochs, training only (evaluation time taken out)
     epochs: int
@@ -210,6 +212,8 @@ def train_strategy(
     seed: int = 0,
     lr: float | None = None,
     curve_every: int | None = None,
+    embedded: bool = False,
+    score_train: bool = True,
 ) -> TransferRun:
     """Train with a strategy (a ``Strategy``, or the name of one of STRATEGIES) for ``steps``
     optimizer steps and measure it.
@@ -220,6 +224,9 @@ def train_strategy(
     ``test=None`` leaves the test set alone (``test_accuracy`` is None): what tuning should do.
     A ``converged_head`` strategy ignores ``steps``, ``lr`` and ``curve_every``: its head is
     fitted to convergence on the cached embeddings (``fit_linear_head``).
+    ``embedded=True`` says the splits are already the bundled backbone's embeddings
+    (``embed_splits``), for the cached-feature strategies only: computed once, shared by runs.
+    ``score_train=False`` skips measuring training accuracy (``train_accuracy`` is None).
     """
     batch_size = min(32, len(train))
     steps_per_epoch = math.ceil(len(train) / batch_size)
@@ -227,16 +234,24 @@ def train_strategy(
     strategy = _as_strategy(strategy)
     torch.manual_seed(seed)
     classes = int(val.targets.max()) + 1
+    if embedded and not strategy.cached_features:
+        raise ValueError(f"{strategy.name!r} trains on images, not on embeddings")
     if strategy.converged_head:
-        return _converged_head_run(strategy, train, val, test, classes)
+        if not embedded:
+            train, val, test = _embedded((train, val, test))
+        return _converged_head_run(strategy, train, val, test, classes, score_train)
     model, groups, callbacks = _model_and_groups(strategy, classes, epochs, lr)
+    trained = model
     if strategy.cached_features:  # from here on, only the head and stored embeddings
-        train, val = (extract_features(model, split) for split in (train, val))
-        test = extract_features(model, test) if test is not None else None
-        model = model.fc
+        if not embedded:
+            train, val, test = _embedded((train, val, test), model)
+        trained = model.fc
+    elif _first_trained_block(strategy) > 0:  # frozen blocks below: their outputs, once
+        prefix, trained = _split_at(model, _first_trained_block(strategy))
+        train, val, test = _through(prefix, (train, val, test))
     recorder = _AccuracyEvery(val, curve_every) if curve_every else None
     history = fit(
-        model,
+        trained,
         train,
         optimizer=torch.optim.Adam(groups),
         loss_fn=nn.CrossEntropyLoss(),
@@ -251,10 +266,10 @@ def train_strategy(
         seconds = [s - e for s, e in zip(seconds, recorder.evaluation_seconds, strict=False)]
     return TransferRun(
         strategy=strategy.name,
-        test_accuracy=evaluate(model, test)["accuracy"] if test is not None else None,
-        val_accuracy=evaluate(model, val)["accuracy"],
-        train_accuracy=evaluate(model, train)["accuracy"],
-        trainable=trainable_parameters(model),  # at the end (gradual unfreezing adds blocks)
+        test_accuracy=evaluate(trained, test)["accuracy"] if test is not None else None,
+        val_accuracy=evaluate(trained, val)["accuracy"],
+        train_accuracy=evaluate(trained, train)["accuracy"] if score_train else None,
+        trainable=trainable_parameters(trained),  # at the end (gradual unfreezing adds blocks)
         seconds_per_epoch=statistics.median(seconds),
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
@@ -262,26 +277,115 @@ def train_strategy(
     )
 
 
-def _converged_head_run(
-    strategy: Strategy, train: Split, val: Split, test: Split | None, classes: int
-) -> TransferRun:
+# A ResNet's blocks in the order its forward pass runs them (relu, maxpool and avgpool have no
+# weights); what comes before the first trained one is frozen, in eval mode under ``freeze``.
+_RESNET_ORDER = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+
+
+def _first_trained_block(strategy: Strategy) -> int:
+    """Where the frozen start of the network ends (0: nothing frozen, or frozen only for now).
+
+    Only strategies that fine-tune part of the backbone and keep the rest frozen throughout
+    qualify: pretrained, every trained block named in ``learning_rates``, not gradual (its
+    frozen blocks thaw on schedule). A head alone (features, live) keeps running the whole
+    frozen backbone at every step, as its name says; the cached strategies store embeddings.
+    """
+    if not strategy.pretrained or strategy.gradual or strategy.cached_features:
+        return 0
+    named = [i for i, block in enumerate(_RESNET_ORDER) if block in strategy.learning_rates]
+    return min(named, default=0)
+
+
+def _split_at(model: nn.Module, index: int) -> tuple[nn.Module, nn.Module]:
+    """(the blocks before ``_RESNET_ORDER[index]``, the rest up to the head): the same modules."""
+    blocks = [getattr(model, name) for name in _RESNET_ORDER]
+    rest = [*blocks[index:], model.avgpool, nn.Flatten(1), model.fc]
+    return nn.Sequential(*blocks[:index]), nn.Sequential(*rest)
+
+
+def _through(
+    prefix: nn.Module, splits: tuple[Split, Split, Split | None], batch_size: int = 512
+) -> tuple[Split, Split, Split | None]:
+    """The splits' images after the frozen ``prefix`` (eval mode: fixed outputs), computed once.
+
+    Layer4 + fc trains on layer3's outputs this way: the blocks below layer4 are frozen with
+    their BatchNorm statistics kept, so they compute the same outputs at every step, and only
+    layer4 and the head run for each batch. (Augmentation would make the outputs differ from
+    one epoch to the next, and rule this out, as it rules out cached embeddings.)
+    """
+    with torch.no_grad(), evaluation_mode(prefix):
+        return tuple(
+            None
+            if split is None
+            else Split(
+                torch.cat(
+                    [
+                        prefix(split.inputs[i : i + batch_size])
+                        for i in range(0, len(split), batch_size)
+                    ]
+                ),
+                split.targets,
+            )
+            for split in splits
+        )
+
+
+def _embedded(
+    splits: tuple[Split, Split, Split | None], backbone: nn.Module | None = None
+) -> tuple[Split, Split, Split | None]:
+    """The splits as embeddings of the bundled backbone (``backbone``: a copy of it); None stays."""
+    backbone = backbone if backbone is not None else load_backbone("bundled")
+    return tuple(None if s is None else extract_features(backbone, s) for s in splits)
+
+
+def embed_splits(
+    splits_by_seed: Mapping[int, tuple[Split, Split, Split]],
+) -> dict[int, tuple[Split, Split, Split]]:
+    """Each seed's (train, val, test) as the bundled backbone's embeddings, computed once.
+
+    A labelled subset of the embeddings is the embedding of the same subset of the images:
+    ``per_class_subset`` picks examples by their labels and its seed only. So every
+    cached-feature run of every seed and size can share these (``embeddings=`` of
+    ``compare_strategies`` and ``learning_curve``) instead of running the backbone again.
+    """
     backbone = load_backbone("bundled")
-    train, val = (extract_features(backbone, split) for split in (train, val))
+    return {seed: _embedded(splits, backbone) for seed, splits in splits_by_seed.items()}
+
+
+def _converged_head_run(
+    strategy: Strategy,
+    train: Split,
+    val: Split,
+    test: Split | None,
+    classes: int,
+    score_train: bool = True,
+) -> TransferRun:
+    """A head fitted to convergence on embeddings (``train``, ``val``, ``test`` are embedded)."""
     started = time.perf_counter()
     head = fit_linear_head(train, classes)
     seconds = time.perf_counter() - started
     return TransferRun(
         strategy=strategy.name,
-        test_accuracy=evaluate(head, extract_features(backbone, test))["accuracy"]
-        if test is not None
-        else None,
+        test_accuracy=evaluate(head, test)["accuracy"] if test is not None else None,
         val_accuracy=evaluate(head, val)["accuracy"],
-        train_accuracy=evaluate(head, train)["accuracy"],
+        train_accuracy=evaluate(head, train)["accuracy"] if score_train else None,
         trainable=trainable_parameters(head),
         seconds_per_epoch=seconds,  # the whole fit: it has no epochs
         epochs=1,
         steps_per_epoch=1,
     )
+
+
+def _splits_for(
+    strategy: str,
+    seed: int,
+    splits_by_seed: Mapping[int, tuple[Split, Split, Split]],
+    embeddings: Mapping[int, tuple[Split, Split, Split]] | None,
+) -> tuple[tuple[Split, Split, Split], bool]:
+    """The seed's splits a strategy trains on, and whether they are embeddings already."""
+    if embeddings is not None and _as_strategy(strategy).cached_features:
+        return embeddings[seed], True
+    return splits_by_seed[seed], False
 
 
 def compare_strategies(
@@ -291,17 +395,29 @@ def compare_strategies(
     *,
     steps: int = 100,
     curve_every: int | None = None,
+    embeddings: Mapping[int, tuple[Split, Split, Split]] | None = None,
     progress: bool = True,
 ) -> dict[str, list[TransferRun]]:
-    """Every strategy on ``per_class`` labelled examples per class, once per seed (same data for all)."""
+    """Every strategy on ``per_class`` labelled examples per class, once per seed (same data for all).
+
+    ``embeddings`` (``embed_splits(splits_by_seed)``) lets the cached-feature strategies reuse
+    embeddings computed once instead of running the backbone for each run.
+    """
     runs: dict[str, list[TransferRun]] = {s: [] for s in strategies}
     jobs = [(seed, s) for seed in splits_by_seed for s in strategies]
     for seed, strategy in tqdm(jobs, desc="training", disable=not progress, leave=False):
-        train, val, test = splits_by_seed[seed]
+        (train, val, test), embedded = _splits_for(strategy, seed, splits_by_seed, embeddings)
         labelled = per_class_subset(train, per_class, seed=seed)
         runs[strategy].append(
             train_strategy(
-                strategy, labelled, val, test, steps=steps, seed=seed, curve_every=curve_every
+                strategy,
+                labelled,
+                val,
+                test,
+                steps=steps,
+                seed=seed,
+                curve_every=curve_every,
+                embedded=embedded,
             )
         )
     return runs
@@ -371,8 +487,10 @@ def strategy_table(runs: dict[str, list[TransferRun]], *, target: float) -> str:
             f"{name:<20} {_mean(seeds):>13.3f} {spread:>12} {seeds[0].trainable:>10,} "
             f"{milliseconds:>7.2f} ms {epochs:>13}"
         )
+    counts = sorted({len(seeds) for seeds in runs.values()}, reverse=True)
+    over = f"{counts[0]} seeds" if len(counts) == 1 else "/".join(map(str, counts)) + " seeds"
     lines.append(
-        f"test accuracy: mean over {len(next(iter(runs.values())))} seeds, spread: lowest-highest; "
+        f"test accuracy: mean over {over} (as many as 'epochs to' lists), spread: lowest-highest; "
         f"epochs to {target:.0%}: first epoch at whose check validation accuracy reached "
         f"{target:.0%}, per seed ('-': not within the budget); per epoch: training only"
     )
@@ -386,6 +504,9 @@ def learning_curve(
     *,
     steps: int = 100,
     known: Mapping[int, Mapping[str, list[TransferRun]]] | None = None,
+    embeddings: Mapping[int, tuple[Split, Split, Split]] | None = None,
+    train_accuracy_at: Sequence[int | None] | None = None,
+    seeds_at: Mapping[int | None, Sequence[int]] | None = None,
     progress: bool = True,
 ) -> dict[str, dict[int | None, list[TransferRun]]]:
     """The runs per strategy and labelled examples per class (None: the whole training split).
@@ -393,26 +514,42 @@ def learning_curve(
     One run per seed in ``splits_by_seed`` and number of labels. ``known`` gives runs already
     made with the same data, seeds (in the same order) and budget, by number of labels:
     ``known={10: compare_strategies(...)}`` reuses them instead of training them again.
+    ``embeddings`` (``embed_splits``) are shared by the cached-feature runs.
+    ``train_accuracy_at`` lists the numbers of labels whose runs measure training accuracy
+    (None: all); the others leave it None, which saves a pass over 1,077 images.
+    ``seeds_at`` runs some numbers of labels on fewer seeds (``{None: (0, 1)}``: the whole
+    split on seeds 0 and 1 only); the others run on every seed of ``splits_by_seed``.
     """
     known = known or {}
+    seeds = {k: list((seeds_at or {}).get(k, splits_by_seed)) for k in shots}
     curves: dict[str, dict[int | None, list[TransferRun]]] = {
         s: {k: list(known.get(k, {}).get(s, [])) for k in shots} for s in strategies
     }
     for strategy in strategies:
         for k in shots:
-            if curves[strategy][k] and len(curves[strategy][k]) != len(splits_by_seed):
+            if curves[strategy][k] and len(curves[strategy][k]) != len(seeds[k]):
                 raise ValueError(f"known runs of {strategy!r} at {k} labels: one per seed needed")
     jobs = [
         (seed, k, s)
         for seed in splits_by_seed
         for k in shots
         for s in strategies
-        if not curves[s][k]  # known runs are reused
+        if seed in seeds[k] and not curves[s][k]  # known runs are reused
     ]
     for seed, k, strategy in tqdm(jobs, desc="training", disable=not progress, leave=False):
-        train, val, test = splits_by_seed[seed]
+        (train, val, test), embedded = _splits_for(strategy, seed, splits_by_seed, embeddings)
         labelled = train if k is None else per_class_subset(train, k, seed=seed)
-        run = train_strategy(strategy, labelled, val, test, steps=steps, seed=seed)
+        score_train = train_accuracy_at is None or k in train_accuracy_at
+        run = train_strategy(
+            strategy,
+            labelled,
+            val,
+            test,
+            steps=steps,
+            seed=seed,
+            embedded=embedded,
+            score_train=score_train,
+        )
         curves[strategy][k].append(run)
     return curves
 
@@ -438,7 +575,7 @@ def learning_curve_figure(
     """
     figure = Figure(figsize=(6.5, 4), layout="constrained")
     axes = figure.subplots()
-    seeds = 0
+    seeds = set()  # how many seeds the points have (the same for all, or fewer at some sizes)
     for index, (strategy, by_shots) in enumerate(accuracies_by_shots(curves).items()):
         shots = [full_size if k is None else k for k in by_shots]
         colour = f"C{index}"
@@ -458,13 +595,14 @@ def learning_curve_figure(
                 zorder=3,
                 linestyle="none",
             )
-            seeds = max(seeds, len(values))
+            seeds.add(len(values))
     axes.set_xscale("log")
     labels = [f"all\n(about {full_size:,.0f})" if k is None else str(k) for k in by_shots]
     axes.set_xticks(shots, labels)
     axes.minorticks_off()
     axes.set_xlabel("labelled examples per class (log scale; the last point: all of them)")
-    axes.set_ylabel(f"test accuracy (hollow: mean of {seeds} seeds; dots: each seed)")
+    counts = "/".join(str(n) for n in sorted(seeds, reverse=True))
+    axes.set_ylabel(f"test accuracy (hollow: mean of {counts} seeds; dots: each seed)")
     axes.set_title("Less data: how many labels each strategy needs")
     axes.grid(alpha=0.3)
     axes.legend()
@@ -548,9 +686,10 @@ def batchnorm_study(
     lr: float = 1e-2,
     batch_size: int = 32,
     drop_last: bool = False,
+    choices: Sequence[str] = BATCHNORM_CHOICES,
     progress: bool = True,
 ) -> dict[str, list[BatchNormRun]]:
-    """Each BatchNorm choice, once per seed: a new head on the frozen bundled backbone.
+    """Each BatchNorm choice (of ``choices``), once per seed: a new head on the frozen backbone.
 
     Within a seed every choice gets the same labelled images, the same head initialisation,
     the same batches (``batch_size``; ``drop_last=True`` leaves out each epoch's ragged last
@@ -567,8 +706,11 @@ def batchnorm_study(
 
     Scored by validation accuracy: this is a choice to make, not a final result.
     """
-    results: dict[str, list[BatchNormRun]] = {choice: [] for choice in BATCHNORM_CHOICES}
-    jobs = [(seed, choice) for seed in splits_by_seed for choice in BATCHNORM_CHOICES]
+    unknown = [choice for choice in choices if choice not in BATCHNORM_CHOICES]
+    if unknown:
+        raise ValueError(f"unknown BatchNorm choices {unknown}; choose from {BATCHNORM_CHOICES}")
+    results: dict[str, list[BatchNormRun]] = {choice: [] for choice in choices}
+    jobs = [(seed, choice) for seed in splits_by_seed for choice in choices]
     heads = {}
     for seed, choice in tqdm(jobs, desc="training", disable=not progress, leave=False):
         train, val, _ = splits_by_seed[seed]

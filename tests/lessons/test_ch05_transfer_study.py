@@ -14,6 +14,7 @@ from course_lib.lessons.ch05_transfer_study import (
     batchnorm_figure,
     batchnorm_study,
     compare_strategies,
+    embed_splits,
     learning_curve,
     learning_curve_figure,
     strategy_table,
@@ -110,6 +111,8 @@ def test_the_table_shows_the_spread_over_seeds(splits):
     )
     table = strategy_table(runs, target=0.5)
     assert "spread" in table and "mean over 2 seeds" in table
+    runs["scratch"] = runs["features (cached)"][:1]
+    assert "mean over 2/1 seeds" in strategy_table(runs, target=0.5)
 
 
 def test_the_explorer_never_reads_the_test_set(splits):
@@ -159,3 +162,60 @@ def test_the_learning_rate_sweep_reuses_the_known_run_and_never_reads_a_test_set
     assert sweep["layer4 + fc"][own] == known.val_accuracy
     table = study.sweep_table(sweep)
     assert "layer4 + fc" in table and table.count("*") == 2  # one best per row, and the legend
+
+
+def test_shared_embeddings_give_the_same_runs_as_embedding_each_time(splits):
+    embeddings = embed_splits(splits)
+    for name in ("features (cached)", FEATURES_CONVERGED):
+        alone = compare_strategies([name], splits, per_class=2, steps=4, progress=False)
+        shared = compare_strategies(
+            [name], splits, per_class=2, steps=4, embeddings=embeddings, progress=False
+        )
+        assert alone[name][0].test_accuracy == pytest.approx(shared[name][0].test_accuracy)
+        assert alone[name][0].val_accuracy == pytest.approx(shared[name][0].val_accuracy)
+    train, val, test = splits[0]
+    with pytest.raises(ValueError, match="trains on images"):
+        train_strategy("scratch", train, val, test, embedded=True)
+
+
+def test_layer4_trains_on_layer3_outputs_computed_once_with_the_same_result(splits, monkeypatch):
+    """Frozen blocks in eval mode compute the same outputs every step: computing them once
+    (what train_strategy does) trains the same network as running them at every step."""
+    train, val, test = splits[0]
+    labelled = per_class_subset(train, 3, seed=0)
+    once = train_strategy("layer4 + fc", labelled, val, test, steps=6)
+    monkeypatch.setattr(study, "_first_trained_block", lambda strategy: 0)
+    every_step = train_strategy("layer4 + fc", labelled, val, test, steps=6)
+    assert once.trainable == every_step.trainable == 231_434
+    assert once.val_accuracy == pytest.approx(every_step.val_accuracy, abs=1 / len(val))
+    assert once.test_accuracy == pytest.approx(every_step.test_accuracy, abs=1 / len(test))
+    assert study._first_trained_block(study.STRATEGY["features (live)"]) == 0  # stays live
+    assert study._first_trained_block(study.STRATEGY["gradual unfreezing"]) == 0
+
+
+def test_the_learning_curve_can_run_fewer_seeds_at_some_sizes_and_skip_train_accuracy(splits):
+    two = {0: splits[0], 1: splits[0]}
+    curves = learning_curve(
+        ["features (cached)"],
+        two,
+        (1, None),
+        steps=2,
+        seeds_at={None: (0,)},
+        train_accuracy_at=(1,),
+        embeddings=embed_splits(two),
+        progress=False,
+    )
+    runs = curves["features (cached)"]
+    assert len(runs[1]) == 2 and len(runs[None]) == 1
+    assert all(r.train_accuracy is not None for r in runs[1])
+    assert runs[None][0].train_accuracy is None
+    figure = learning_curve_figure(curves, full_size=100)
+    assert "mean of 2/1 seeds" in figure.axes[0].get_ylabel()
+
+
+def test_the_batchnorm_study_can_run_some_choices_only(splits):
+    chosen = (BATCHNORM_CHOICES[0], BATCHNORM_CHOICES[3])
+    results = batchnorm_study(splits, per_class=2, epochs=1, choices=chosen, progress=False)
+    assert tuple(results) == chosen
+    with pytest.raises(ValueError, match="unknown BatchNorm choices"):
+        batchnorm_study(splits, per_class=2, epochs=1, choices=("frozen",), progress=False)
