@@ -10,14 +10,16 @@ do not trust.
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import logging
 import os
 import secrets
+import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 from multiprocessing import get_context
 from pathlib import Path
@@ -26,7 +28,9 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-from course_lib.grading import reaper
+from course_lib.grading import probing, reaper
+from course_lib.grading.runner import CASE_TIME_LIMIT_SECONDS, judge_exercise
+from course_lib.grading.spec import Case, Exercise, Probe
 from course_lib.tools.assign import METADATA_KEY
 
 
@@ -49,6 +53,7 @@ class RowStatus(str, Enum):
 HIDDEN_TESTS_ENV = "COURSE_HIDDEN_TESTS"
 SETUP_TIMEOUT_SECONDS = 120  # for importing the grading code (and torch) into a kernel
 _DEFAULT_HIDDEN = Path(__file__).with_name("data") / "hidden_cases.json"
+_MAX_OUTCOME_BYTES = 50_000_000  # what the kernel's answers may weigh in all
 
 
 @dataclass(frozen=True)
@@ -177,19 +182,23 @@ def _execute_and_grade(
         record_timing=False,
         store_widget_state=False,
     )
-    with client.setup_kernel():  # the kernel starts in resources' path: workdir
+    # the kernel starts in resources' path: workdir; it is not told where hidden cases live
+    kernel_env = {key: value for key, value in os.environ.items() if key != HIDDEN_TESTS_ENV}
+    with client.setup_kernel(env=kernel_env):
         try:
             _load_grading_code(client)
             if not _run_cells(grade, client, notebook, deadline):
                 return
+            cases = _cases_of(name, hidden)
             with tempfile.TemporaryDirectory(prefix="course-tests-") as tests_cwd:
-                results, problem = _run_grading_cell(client, name, hidden, limits, Path(tests_cwd))
+                outcomes, problem = _run_probes(client, cases, limits, Path(tests_cwd))
         finally:
             _kill_what_the_kernel_started(client)
-    if results is None:
+    if outcomes is None:
         grade.status = RowStatus.CRASHED
         grade.detail = "; ".join(part for part in (grade.detail, problem) if part)
         return
+    results = _judge(cases, outcomes)
     grade.results = results
     for result in results:
         grade.points[result["exercise_id"]] = result["earned"]
@@ -214,14 +223,12 @@ def _kill_what_the_kernel_started(client: _GradingClient) -> None:
 
 
 def _load_grading_code(client: _GradingClient) -> None:
-    """Import the tests (and torch) before any learner code runs.
+    """Import torch and what the probes import before any learner code runs.
 
-    The grading cell then needs no imports, so it still works when the learner's code has
-    deleted the working directory (after which ``import torch`` kills the kernel).
+    The grading cell then imports nothing from disk, so it still works when the learner's code
+    has deleted the working directory (after which ``import torch`` kills the kernel).
     """
-    setup = nbformat.v4.new_code_cell(
-        "import course_lib.grading.exercise_index, course_lib.grading.runner"
-    )
+    setup = nbformat.v4.new_code_cell("import torch, course_lib.grading.exercise_index")
     client.nb.cells.insert(0, setup)
     # The grader's own imports (torch) are not the learner's time: on a busy machine they can
     # take longer than a learner's cell may.
@@ -265,25 +272,61 @@ def _run_cells(grade: Grade, client: _GradingClient, notebook, deadline: float) 
     return True
 
 
-def _run_grading_cell(
-    client: _GradingClient, name: str, hidden: dict, limits: Limits, folder: Path
-) -> tuple[list[dict] | None, str]:
-    """Run public and hidden tests in the submission's kernel; read their results from a file.
-
-    ``folder`` is fresh (made after the learner's code ran) and the file name is random, so the
-    learner's code could not have prepared the results. The tests also run in ``folder``,
-    whatever the learner's code did to its own working directory.
-    Returns ``(results, "")``, or ``(None, why)`` when no results came back.
-    """
+def _cases_of(name: str, hidden: dict) -> list[tuple[Exercise, list[Case]]]:
+    """Each exercise of notebook ``name`` with its public and hidden cases (built here)."""
     from course_lib.grading.exercise_index import NOTEBOOK_EXERCISES
 
-    results_path = folder / f"results-{secrets.token_hex(16)}.json"
-    relevant = {exercise.id: hidden.get(exercise.id, []) for exercise in NOTEBOOK_EXERCISES[name]}
-    code = (  # modules loaded by _load_grading_code, reached through sys.modules: no import here
-        f"__import__('os').chdir({str(folder)!r})\n"
-        "__import__('sys').modules['course_lib.grading.runner'].grade_namespace(globals(), "
-        f"__import__('sys').modules['course_lib.grading.exercise_index'].NOTEBOOK_EXERCISES[{name!r}], "
-        f"__import__('json').loads({json.dumps(relevant)!r}), {str(results_path)!r})"
+    return [
+        (
+            exercise,
+            exercise.public_cases() + [exercise.make_case(p) for p in hidden.get(exercise.id, [])],
+        )
+        for exercise in NOTEBOOK_EXERCISES[name]
+    ]
+
+
+def _probe_payload(cases: list[tuple[Exercise, list[Case]]], folder: Path) -> dict:
+    """What the kernel gets: the probes' source, and each case's inputs. No expected answer."""
+    jobs, modules = [], {probing.__name__: inspect.getsource(probing)}
+    for exercise, exercise_cases in cases:
+        for case in exercise_cases:
+            for function in (case.probe.function, case.probe.prepare):
+                if function is not None and function.__module__ not in modules:
+                    modules[function.__module__] = inspect.getsource(
+                        sys.modules[function.__module__]
+                    )
+            jobs.append(
+                {
+                    "function_name": exercise.function_name,
+                    "probe": Probe.key_of(case.probe.function),
+                    "prepare": Probe.key_of(case.probe.prepare),
+                    "arguments": probing.encode(case.probe.arguments),
+                    "time_limit": CASE_TIME_LIMIT_SECONDS,
+                }
+            )
+    results_path = folder / f"outcomes-{secrets.token_hex(16)}.json"
+    return {"modules": modules, "jobs": jobs, "cwd": str(folder), "results_path": str(results_path)}
+
+
+def _run_probes(
+    client: _GradingClient, cases: list, limits: Limits, folder: Path
+) -> tuple[list[dict] | None, str]:
+    """Run every case's probe in the submission's kernel; read their outcomes from a file.
+
+    The kernel gets the probes as source (run there in fresh namespaces, so patches to the
+    installed grading code do not apply) and each case's inputs; it sends back only data.
+    ``folder`` is fresh (made after the learner's code ran) and the file name is random, so the
+    learner's code could not have prepared the outcomes. Returns ``(outcomes, "")``, or
+    ``(None, why)`` when none came back.
+    """
+    payload = _probe_payload(cases, folder)
+    code = (  # nothing imported from disk: see _load_grading_code
+        "__course_grader = {'__name__': '_course_grader_probing'}\n"
+        f"exec(compile(__import__('json').loads({json.dumps(payload['modules'][probing.__name__])!r}), "
+        "'<course-grader:probing>', 'exec'), __course_grader)\n"
+        "__course_grader['grade_in_kernel'](globals(), "
+        f"__import__('json').loads({json.dumps(payload)!r}))\n"
+        "del __course_grader"
     )
     cell = nbformat.v4.new_code_cell(code)
     client.nb.cells.append(cell)  # nbclient stores outputs by the cell's index in the notebook
@@ -295,12 +338,31 @@ def _run_grading_cell(
         return None, f"the tests ran past {limits.cell_timeout + 60:g} s"
     except DeadKernelError:
         return None, "the kernel died while the tests ran"
+    results_path = Path(payload["results_path"])
+    if results_path.exists() and results_path.stat().st_size <= _MAX_OUTCOME_BYTES:
+        try:
+            outcomes = json.loads(results_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return None, "the tests' results were unreadable"
+        if isinstance(outcomes, list) and len(outcomes) == len(payload["jobs"]):
+            return outcomes, ""
+        return None, "the tests' results did not match the tests"
     if results_path.exists():
-        return json.loads(results_path.read_text(encoding="utf-8")), ""
+        return None, "the tests' results were too large"
     errors = [out for out in cell.get("outputs", []) if out.get("output_type") == "error"]
     if errors:
         return None, f"the tests could not run: {errors[0].get('ename')}: {errors[0].get('evalue')}"
     return None, "the tests wrote no results"
+
+
+def _judge(cases: list[tuple[Exercise, list[Case]]], outcomes: list[dict]) -> list[dict]:
+    """Judge the kernel's outcomes here, in the grader's process: one result per exercise."""
+    results, start = [], 0
+    for exercise, exercise_cases in cases:
+        mine = outcomes[start : start + len(exercise_cases)]
+        start += len(exercise_cases)
+        results.append(asdict(judge_exercise(exercise, exercise_cases, mine)))
+    return results
 
 
 class _GradingClient(NotebookClient):

@@ -1,22 +1,26 @@
 """Running an exercise's cases against a learner's object, and reporting the result.
 
-Used in two places: ``check()`` in a learner's notebook (public cases, printed report), and
-the batch grader, which runs public and hidden cases inside the submission's own kernel.
+Used in two places:
+
+- ``check()`` in a learner's notebook runs the public cases' probes and judges in the notebook
+  (:func:`run_exercise`) and prints :func:`report`;
+- the batch grader runs the probes of public and hidden cases in the submission's kernel
+  (``probing.grade_in_kernel``), gets their reports back as data, and judges them in its own
+  process (:func:`judge_exercise`).
+
+Both paths send the probe's report through the same encoding, so a learner sees in the notebook
+exactly the feedback the grader would give.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
-import sysconfig
-import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
-from course_lib.grading.spec import Case, Exercise
+from course_lib.grading.probing import decode, encode, run_probe
+from course_lib.grading.spec import Case, Exercise, Verdict, describe
 
 
 class Status(str, Enum):
@@ -44,6 +48,7 @@ class CaseResult:
     expected: str = ""
     got: str = ""
     hint: str = ""
+    nudge: str = ""
 
 
 @dataclass
@@ -62,44 +67,98 @@ def run_exercise(
     cases: list[Case],
     time_limit: float = CASE_TIME_LIMIT_SECONDS,
 ) -> ExerciseResult:
-    """Run ``cases`` against ``learner_object``; points in proportion to the cases passed."""
+    """Probe and judge ``cases`` here, in this process (what ``check()`` does)."""
     if learner_object is None:
-        return ExerciseResult(exercise.id, exercise.title, exercise.points, 0.0, Status.MISSING)
-    results = [_run_case(case, learner_object, time_limit) for case in cases]
+        outcomes = [{"status": "missing"} for _ in cases]
+    else:
+        outcomes = [probe_here(case, learner_object, time_limit) for case in cases]
+    return judge_exercise(exercise, cases, outcomes)
+
+
+def probe_here(case: Case, learner_object: Any, time_limit: float) -> dict:
+    """Run a case's probe in this process; the outcome crosses JSON as it would from a kernel."""
+    arguments = decode(json.loads(json.dumps(encode(case.probe.arguments))))
+    outcome = run_probe(
+        case.probe.function, learner_object, arguments, time_limit, case.probe.prepare
+    )
+    return json.loads(json.dumps(outcome))
+
+
+def judge_exercise(exercise: Exercise, cases: list[Case], outcomes: list[dict]) -> ExerciseResult:
+    """Judge each case's outcome (plain data); points in proportion to the cases passed."""
+    if len(outcomes) != len(cases):
+        raise ValueError(f"{len(outcomes)} outcomes for {len(cases)} cases")
+    results = [_judge_case(case, outcome) for case, outcome in zip(cases, outcomes, strict=True)]
+    head = (exercise.id, exercise.title, exercise.points)
+    if results and all(result.status == Status.MISSING for result in results):
+        return ExerciseResult(*head, 0.0, Status.MISSING)
     if results and all(result.status == Status.NOT_ATTEMPTED for result in results):
-        return ExerciseResult(
-            exercise.id, exercise.title, exercise.points, 0.0, Status.NOT_ATTEMPTED, results
-        )
+        return ExerciseResult(*head, 0.0, Status.NOT_ATTEMPTED, results)
     passed = sum(result.status == Status.PASSED for result in results)
     earned = round(exercise.points * passed / len(results), 2) if results else 0.0
     status = (
         Status.PASSED if passed == len(results) else (Status.PARTIAL if passed else Status.FAILED)
     )
-    return ExerciseResult(exercise.id, exercise.title, exercise.points, earned, status, results)
+    return ExerciseResult(*head, earned, status, results)
 
 
-def _run_case(case: Case, learner_object: Any, time_limit: float) -> CaseResult:
-    try:
-        with _time_limit(time_limit):
-            verdict = case.check(learner_object)
-    except NotImplementedError:
+def _judge_case(case: Case, outcome: dict) -> CaseResult:
+    status = outcome.get("status") if isinstance(outcome, dict) else None
+    if status == "missing":
+        return CaseResult(case.description, Status.MISSING)
+    if status == "not attempted":
         return CaseResult(case.description, Status.NOT_ATTEMPTED)
-    except _CaseTimeout:
+    if status == "timeout":
         return CaseResult(
             case.description,
             Status.TIMEOUT,
-            hint=f"your code ran longer than {time_limit:g} s (an endless loop?)",
+            hint=f"your code ran longer than {CASE_TIME_LIMIT_SECONDS:g} s (an endless loop?)",
         )
-    except Exception as exc:  # the learner's code raised: report it, do not crash
+    if status == "error":
         return CaseResult(
-            case.description, Status.ERROR, got=f"{type(exc).__name__}: {exc}", hint=_where(exc)
+            case.description,
+            Status.ERROR,
+            got=str(outcome.get("error", ""))[:300],
+            hint=str(outcome.get("where", ""))[:300],
         )
-    status = Status.PASSED if verdict.passed else Status.FAILED
-    return CaseResult(case.description, status, verdict.expected, verdict.got, verdict.hint)
+    if status != "value":
+        return CaseResult(
+            case.description, Status.ERROR, got="no answer came back from the notebook"
+        )
+    verdict = _verdict(case, outcome.get("value"))
+    return CaseResult(
+        case.description,
+        Status.PASSED if verdict.passed else Status.FAILED,
+        verdict.expected,
+        verdict.got,
+        verdict.hint,
+        verdict.nudge,
+    )
 
 
-def report(result: ExerciseResult, general_hint: str = "") -> str:
-    """The short text ``check()`` prints."""
+def _verdict(case: Case, encoded: Any) -> Verdict:
+    """The judge's verdict; an answer the judge cannot read fails the case, it does not crash."""
+    try:
+        value = decode(encoded)
+    except Exception:
+        return Verdict(False, "an answer the checks can read", "something else")
+    try:
+        return case.judge(value)
+    except Exception as exc:  # e.g. a list where the judge expected a dict
+        return Verdict(
+            False,
+            "an answer of the expected kind",
+            describe(value)[:200],
+            f"the checks could not read your answer ({type(exc).__name__})",
+        )
+
+
+def report(result: ExerciseResult, exercise: Exercise | None = None, attempt: int = 2) -> str:
+    """The short text ``check()`` prints.
+
+    On a learner's first failed check of an exercise (``attempt`` 1) each failed case shows its
+    nudge; from the second on, its pointed hint.
+    """
     head = f"{result.exercise_id} · {result.title}:"
     if result.status == Status.NOT_ATTEMPTED:
         return f"{head} not attempted yet (the function still raises NotImplementedError)."
@@ -107,7 +166,7 @@ def report(result: ExerciseResult, general_hint: str = "") -> str:
         return f"{head} missing (no function of that name was defined)."
     total, passed = len(result.cases), sum(c.status == Status.PASSED for c in result.cases)
     if passed == total:
-        return f"{head} passed ({passed}/{total} cases)."
+        return _praise(head, result.cases, exercise)
     lines = [f"{head} {total - passed} of {total} cases failed."]
     for case in result.cases:
         if case.status == Status.PASSED:
@@ -117,69 +176,39 @@ def report(result: ExerciseResult, general_hint: str = "") -> str:
             lines.append(f"      expected: {case.expected}")
         if case.got:
             lines.append(f"      got:      {case.got}")
-        hint = case.hint or general_hint
+        hint = _hint_for(case, exercise, attempt)
         if hint:
-            lines.append(f"      hint:     {hint}")
+            label = "nudge:   " if attempt <= 1 and hint != case.hint else "hint:    "
+            lines.append(f"      {label} {hint}")
+    if attempt <= 1 and any(
+        c.status == Status.FAILED and c.hint and c.hint != _hint_for(c, exercise, 1)
+        for c in result.cases
+    ):
+        lines.append(
+            "  (check again after a change: a failed check then shows a more pointed hint)"
+        )
     return "\n".join(lines)
 
 
-def grade_namespace(
-    namespace: dict, exercises: list[Exercise], hidden: dict[str, list[dict]], results_path: str
-) -> None:
-    """Grader side, run inside a submission's kernel: write every result as JSON to ``results_path``.
-
-    A file, not printed output: it arrives even when the kernel's output stream is busy or lost.
-    """
-    results = []
-    for exercise in exercises:
-        cases = exercise.public_cases() + [
-            exercise.make_case(p) for p in hidden.get(exercise.id, [])
-        ]
-        learner_object = namespace.get(exercise.function_name)
-        results.append(asdict(run_exercise(exercise, learner_object, cases)))
-    Path(results_path).write_text(json.dumps(results), encoding="utf-8")
+def _hint_for(case: CaseResult, exercise: Exercise | None, attempt: int) -> str:
+    """Nudge first, pointed hint after; errors and timeouts always say where."""
+    fallback = exercise.nudge if exercise else ""
+    if case.status in (Status.ERROR, Status.TIMEOUT):
+        return case.hint
+    if attempt <= 1:
+        return case.nudge or fallback or case.hint
+    return case.hint or case.nudge or fallback
 
 
-class _CaseTimeout(Exception):
-    pass
-
-
-@contextlib.contextmanager
-def _time_limit(seconds: float):
-    """Raise _CaseTimeout after ``seconds`` (POSIX main thread only; elsewhere no limit)."""
-    try:
-        previous = signal.signal(signal.SIGALRM, _raise_timeout)
-    except (ValueError, AttributeError):  # not the main thread, or no SIGALRM (Windows)
-        yield
-        return
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def _raise_timeout(signum, frame):
-    raise _CaseTimeout
-
-
-def _where(exc: BaseException) -> str:
-    """Point at the learner's line: the last frame outside installed packages and the stdlib."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if _is_learner_code(f.filename)]
-    if not frames:
-        return "raised inside a library call made by your code"
-    frame = frames[-1]
-    where = f"raised at line {frame.lineno} of your code"
-    return f"{where}: {frame.line}" if frame.line else where
-
-
-def _is_learner_code(filename: str) -> bool:
-    library_roots = {
-        sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")
-    }
-    course_lib_root = str(Path(__file__).resolve().parents[1])
-    return (
-        not filename.startswith((*library_roots, course_lib_root))
-        and "site-packages" not in filename
-    )
+def _praise(head: str, cases: list[CaseResult], exercise: Exercise | None) -> str:
+    """A pass: what the learner got right, measured results (an experiment's score), what next."""
+    text = f"{head} passed ({len(cases)}/{len(cases)} cases)."
+    for case in cases:
+        if case.got:
+            needed = f" (needed: {case.expected})" if case.expected else ""
+            text += f"\n  ✓ {case.description}: {case.got}{needed}"
+    if exercise and exercise.praise:
+        text += f"\n  ✓ {exercise.praise}"
+    if exercise and exercise.next_step:
+        text += f"\n  Next: {exercise.next_step}"
+    return text

@@ -9,8 +9,21 @@ In a code cell of a solution notebook, the learner's part sits between two marke
         # END SOLUTION
 
 In the exercise, the region becomes ``# YOUR CODE HERE`` and ``raise NotImplementedError``
-at the marker's indentation. Outputs and execution counts are cleared, and the notebook is
-tagged with its name so the grader knows which exercises it holds.
+at the marker's indentation.
+
+A debug exercise hands the learner broken code to fix instead of a stub. Its region has a
+second part, after ``# EXERCISE``, written as comments so the solution notebook runs the fixed
+code; the exercise gets those lines uncommented::
+
+    def train(model, data):
+        # BEGIN SOLUTION
+        model.train()
+        # EXERCISE
+        # model.eval()
+        # END SOLUTION
+
+Outputs and execution counts are cleared, and the notebook is tagged with its name so the
+grader knows which exercises it holds.
 """
 
 from __future__ import annotations
@@ -25,7 +38,7 @@ import nbformat
 from course_lib.tools.notebooks import strip_volatile_metadata
 
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
-_MARKER = re.compile(r"^(?P<indent>\s*)# (?P<kind>BEGIN|END) SOLUTION\s*$")
+_MARKER = re.compile(r"^(?P<indent>\s*)# (?P<kind>BEGIN SOLUTION|END SOLUTION|EXERCISE)\s*$")
 METADATA_KEY = "course"
 
 
@@ -34,26 +47,54 @@ class MarkerError(ValueError):
 
 
 def strip_solutions(source: str, where: str = "cell") -> str:
-    """Replace every BEGIN/END SOLUTION region of ``source`` with the exercise stub."""
-    output, indent = [], None
+    """Replace every BEGIN/END SOLUTION region of ``source`` with the exercise's version.
+
+    That is the stub, or, when the region has an ``# EXERCISE`` part, that part uncommented.
+    """
+    output, indent, given = [], None, None
     for number, line in enumerate(source.splitlines(), start=1):
         marker = _MARKER.match(line)
-        if marker and marker["kind"] == "BEGIN":
+        kind = marker["kind"] if marker else None
+        if kind == "BEGIN SOLUTION":
             if indent is not None:
                 raise MarkerError(
                     f"{where}, line {number}: BEGIN SOLUTION inside another solution region"
                 )
-            indent = marker["indent"]
-            output += [f"{indent}# YOUR CODE HERE", f"{indent}raise NotImplementedError"]
-        elif marker:
+            indent, given = marker["indent"], None
+        elif kind == "EXERCISE":
+            if indent is None or given is not None:
+                raise MarkerError(f"{where}, line {number}: EXERCISE outside a solution region")
+            given = []
+        elif kind == "END SOLUTION":
             if indent is None:
                 raise MarkerError(f"{where}, line {number}: END SOLUTION without a BEGIN SOLUTION")
+            output += _exercise_part(given, indent, where, number)
             indent = None
         elif indent is None:
             output.append(line)
+        elif given is not None:
+            given.append(line)
     if indent is not None:
         raise MarkerError(f"{where}: BEGIN SOLUTION is never closed by END SOLUTION")
     return "\n".join(output)
+
+
+def _exercise_part(given: list[str] | None, indent: str, where: str, number: int) -> list[str]:
+    """The stub, or the EXERCISE lines with their ``# `` removed (at the marker's indentation)."""
+    if given is None:
+        return [f"{indent}# YOUR CODE HERE", f"{indent}raise NotImplementedError"]
+    lines = []
+    for line in given:
+        if line.strip() in ("", "#"):
+            lines.append("")
+        elif line.startswith(f"{indent}# "):
+            lines.append(indent + line[len(indent) + 2 :])
+        else:
+            raise MarkerError(
+                f"{where}, before line {number}: every EXERCISE line is a comment ('# ' at the "
+                f"marker's indentation), got {line.strip()[:40]!r}"
+            )
+    return lines
 
 
 def exercise_notebook(solution: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:

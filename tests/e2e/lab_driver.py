@@ -178,9 +178,12 @@ _PROMPTS = ".jp-CodeCell .jp-InputArea-prompt"
 _TOP_LEVEL = ".jp-Cell-outputArea > .jp-OutputArea-child > .jp-OutputArea-output"
 _WIDGET_VIEWS = f"{_TOP_LEVEL}:has(.jupyter-widgets)"
 # how ipywidgets says it could not render a widget: the error view (8.x, "Click to show
-# javascript error.") and the text of a missing model or front-end ("Error displaying widget")
+# javascript error.") and the text of a missing model or front-end ("Error displaying widget"),
+# looked for in outputs only: a markdown cell may quote that text
 _ERROR_VIEW = ".jupyter-widgets-error-widget"
-_WIDGET_ERRORS = f"{_ERROR_VIEW}, .widget-error, :text('Error displaying widget')"
+_WIDGET_ERRORS = (
+    f"{_ERROR_VIEW}, .widget-error, .jp-OutputArea-output :text('Error displaying widget')"
+)
 
 
 def open_notebook(page, lab: Lab, name: str, timeout_ms: int = 120_000) -> None:

@@ -21,10 +21,29 @@ from course_lib.grading.batch import (
     student_id,
     write_gradebook,
 )
+from course_lib.grading.exercise_index import find_exercise
 from course_lib.tools.assign import exercise_notebook
 
 ROOT = Path(__file__).resolve().parents[2]
 CH1, CH2 = "01_gradient_descent", "02_optimizers"
+
+
+def full_points(name: str) -> float:
+    """What a notebook's exercises are worth in all."""
+    from course_lib.grading.exercise_index import NOTEBOOK_EXERCISES
+
+    return sum(exercise.points for exercise in NOTEBOOK_EXERCISES[name])
+
+
+def handed_out(grade) -> bool:
+    """Every exercise is as handed out: stubs not attempted, debug exercises' broken code failing."""
+    from course_lib.grading.exercise_index import EXERCISES
+
+    return grade.total == 0 and all(
+        result["status"]
+        == ("failed" if EXERCISES[result["exercise_id"]].kind == "debug" else "not attempted")
+        for result in grade.results
+    )
 
 
 def solved(name: str) -> nbformat.NotebookNode:
@@ -75,9 +94,38 @@ def escaping_processes(pid_folder: Path) -> dict[str, nbformat.NotebookNode]:
     }
 
 
+# Replaces what decides a grade in the kernel's copy of the grading package: every comparison
+# matches, every probe reports an answer, every exercise earns full points, every check passes.
+PATCH_THE_GRADER = """
+import os
+import course_lib.grading as grading
+from course_lib.grading import exercise_index, probing, runner, spec
+
+
+def full_marks(exercise, cases, outcomes=None, *args, **kwargs):
+    return runner.ExerciseResult(
+        exercise.id, exercise.title, exercise.points, exercise.points, runner.Status.PASSED
+    )
+
+
+spec.close = lambda *args, **kwargs: True
+probing.run_probe = lambda *args, **kwargs: {"status": "value", "value": None}
+probing.encode = lambda value: None
+probing.grade_in_kernel = lambda namespace, payload: None
+runner.judge_exercise = full_marks
+runner.run_exercise = full_marks
+grading.run_exercise = full_marks
+for exercise in exercise_index.EXERCISES.values():
+    object.__setattr__(exercise, "points", 1000)
+assert "COURSE_HIDDEN_TESTS" not in os.environ, "the kernel was told where hidden cases live"
+"""
+
+
 def build_submissions(folder: Path, pid_folder: Path) -> dict[str, Path]:
     notebooks = {
         **escaping_processes(pid_folder),
+        "patcher__01.ipynb": with_cell(untouched(CH1), PATCH_THE_GRADER, position=3),
+        "patchedsolved__01.ipynb": with_cell(solved(CH1), PATCH_THE_GRADER, position=3),
         "full1__01.ipynb": solved(CH1),
         "full2__02.ipynb": solved(CH2),
         "untouched__01.ipynb": untouched(CH1),
@@ -121,6 +169,10 @@ def batch(tmp_path_factory):
     pid_folder = tmp_path_factory.mktemp("pids")
     build_submissions(folder, pid_folder)
     limits = Limits(cell_timeout=10, wall_limit=90, output_bytes=5_000_000)
+    # an instructor's hidden cases, named by the environment: the kernels must not see it
+    hidden_file = ROOT / "course_lib/grading/data/hidden_cases.json"
+    saved = os.environ.get("COURSE_HIDDEN_TESTS")
+    os.environ["COURSE_HIDDEN_TESTS"] = str(hidden_file)
     started = time.monotonic()
     # Two assignments in one folder: grade chapter 1 with --assignment, chapter 2 on its own.
     chapter1 = [p for p in folder.iterdir() if "__02" not in p.name]
@@ -130,6 +182,10 @@ def batch(tmp_path_factory):
         [folder / "otherchapter__02.ipynb"], jobs=1, limits=limits, assignment=CH1
     )
     seconds = time.monotonic() - started
+    if saved is None:
+        os.environ.pop("COURSE_HIDDEN_TESTS")
+    else:
+        os.environ["COURSE_HIDDEN_TESTS"] = saved
     out = tmp_path_factory.mktemp("out") / "grades.csv"
     write_gradebook(grades, out)
     print(f"\n{len(grades)} submissions graded in {seconds:.1f} s")
@@ -142,7 +198,10 @@ def row(batch, name):
 
 
 def test_solutions_score_full_points(batch):
-    for name, maximum in (("full1__01.ipynb", 2), ("full2__02.ipynb", 3)):
+    for name, maximum in (
+        ("full1__01.ipynb", full_points(CH1)),
+        ("full2__02.ipynb", full_points(CH2)),
+    ):
         grade = row(batch, name)
         assert grade.status == RowStatus.OK, grade.detail
         assert grade.total == grade.max_points == maximum
@@ -151,20 +210,37 @@ def test_solutions_score_full_points(batch):
 def test_untouched_exercise_scores_zero_as_not_attempted(batch):
     grade = row(batch, "untouched__01.ipynb")
     assert grade.status == RowStatus.OK and grade.total == 0
-    assert {result["status"] for result in grade.results} == {"not attempted"}
+    assert handed_out(grade), grade.results
     assert "not attempted" in feedback_markdown(grade)
+
+
+def test_patching_the_grading_package_in_the_kernel_earns_nothing(batch):
+    patched, plain = row(batch, "patcher__01.ipynb"), row(batch, "untouched__01.ipynb")
+    assert patched.status == RowStatus.OK, patched.cell_errors or patched.detail
+    assert patched.total == plain.total == 0
+    assert patched.max_points == plain.max_points
+    assert handed_out(patched), patched.results
+
+
+def test_a_solved_notebook_that_patches_the_grader_is_graded_as_solved(batch):
+    grade = row(batch, "patchedsolved__01.ipynb")
+    assert grade.status == RowStatus.OK, grade.cell_errors or grade.detail
+    assert grade.total == grade.max_points == row(batch, "full1__01.ipynb").total
 
 
 def test_wrong_answer_loses_that_exercise_with_the_hint_in_feedback(batch):
     grade = row(batch, "wrong__01.ipynb")
     assert grade.status == RowStatus.OK
-    assert grade.points == {"ch1.gd_step": 0.0, "ch1.pick_learning_rate": 1.0}
+    assert grade.points["ch1.gd_step"] == 0.0
+    assert grade.total == full_points(CH1) - 1
     assert "you stepped *up* the gradient" in feedback_markdown(grade)
 
 
 def test_hidden_cases_run_in_the_grader_but_not_in_check(batch):
     results = {r["exercise_id"]: r for r in row(batch, "full1__01.ipynb").results}
-    assert len(results["ch1.gd_step"]["cases"]) == 4  # 2 public + 2 hidden
+    hidden = json.loads((ROOT / "course_lib/grading/data/hidden_cases.json").read_text())
+    public = find_exercise("ch1.gd_step").public_params
+    assert len(results["ch1.gd_step"]["cases"]) == len(public) + len(hidden["ch1.gd_step"]) > 2
 
 
 def test_exception_at_import_is_reported_and_the_rest_still_graded(batch):
@@ -186,17 +262,16 @@ def test_killed_kernel_is_crashed(batch):
 
 def test_hundreds_of_megabytes_of_output_are_capped(batch):
     grade = row(batch, "printer__01.ipynb")
-    assert grade.status == RowStatus.OUTPUT_LIMIT and grade.total == 2
+    assert grade.status == RowStatus.OUTPUT_LIMIT and grade.total == full_points(CH1)
 
 
 def test_deleting_files_around_it_harms_nobody_else(batch):
     grades, gradebook, folder, _ = batch
-    assert (
-        grades["deleter__01.ipynb"].status == RowStatus.OK
-        and grades["deleter__01.ipynb"].total == 2
-    )
+    assert grades["deleter__01.ipynb"].status == RowStatus.OK and grades[
+        "deleter__01.ipynb"
+    ].total == full_points(CH1)
     assert (folder / "full1__01.ipynb").exists() and gradebook.exists()
-    assert grades["full1__01.ipynb"].total == 2
+    assert grades["full1__01.ipynb"].total == full_points(CH1)
 
 
 @pytest.mark.parametrize(
@@ -227,7 +302,8 @@ def running(pid: int) -> bool:
 )
 def test_no_process_a_submission_starts_outlives_its_grading(batch, name, pid_file):
     grades, _, _, pid_folder = batch
-    assert grades[name].status == RowStatus.OK and grades[name].total == 2, grades[name].detail
+    assert grades[name].status == RowStatus.OK, grades[name].detail
+    assert grades[name].total == full_points(CH1)
     pid = int((pid_folder / pid_file).read_text())
     assert not running(pid), f"{name}: process {pid} still runs after grading"
 
@@ -249,7 +325,7 @@ def test_two_submissions_of_one_student_both_graded_latest_counts(batch):
 def test_gradebook_has_one_row_per_submission(batch):
     grades, gradebook, _, _ = batch
     rows = list(csv.DictReader(gradebook.open()))
-    assert len(rows) == len(grades) == 17
+    assert len(rows) == len(grades) == 19
     assert {"student", "submission", "counted", "status", "ch1.gd_step", "total"} <= set(rows[0])
 
 
@@ -281,5 +357,5 @@ def test_solution_scores_full_points_with_hidden_cases(tmp_path, name):
     nbformat.write(solved(name), path)
     grade = grade_submission(path, Limits(cell_timeout=60, wall_limit=180))
     assert grade.status == RowStatus.OK, grade.detail
-    assert grade.total == grade.max_points == 4
+    assert grade.total == grade.max_points == full_points(name)
     assert all(len(result["cases"]) >= 2 for result in grade.results)  # public + hidden

@@ -19,12 +19,22 @@ def test_region_becomes_a_stub_at_the_marker_indentation():
     )
 
 
+def test_a_debug_region_hands_out_the_broken_code_uncommented():
+    source = (
+        "def train(model):\n    # BEGIN SOLUTION\n    model.train()\n    # EXERCISE\n"
+        "    # model.eval()\n    #\n    # return model\n    # END SOLUTION\n"
+    )
+    assert strip_solutions(source) == "def train(model):\n    model.eval()\n\n    return model"
+
+
 @pytest.mark.parametrize(
     "source, problem",
     [
         ("# BEGIN SOLUTION\nx = 1", "never closed"),
         ("x = 1\n# END SOLUTION", "without a BEGIN"),
         ("# BEGIN SOLUTION\n# BEGIN SOLUTION\n# END SOLUTION", "inside another"),
+        ("x = 1\n# EXERCISE\n", "EXERCISE outside"),
+        ("# BEGIN SOLUTION\nx = 1\n# EXERCISE\nx = 2\n# END SOLUTION", "every EXERCISE line"),
     ],
 )
 def test_unbalanced_markers_are_refused_with_the_place(source, problem):
@@ -68,6 +78,9 @@ def test_a_stale_or_orphan_exercise_is_detected(tmp_path):
 
 @pytest.mark.parametrize("path", EXERCISES, ids=[p.name for p in EXERCISES])
 def test_untouched_exercise_runs_top_to_bottom_and_says_not_attempted(path):
+    """Stubs say "not attempted"; a debug exercise's handed-out code runs and fails its checks."""
+    from course_lib.grading.exercise_index import NOTEBOOK_EXERCISES
+
     notebook = nbformat.read(path, as_version=4)
     NotebookClient(
         notebook,
@@ -78,5 +91,10 @@ def test_untouched_exercise_runs_top_to_bottom_and_says_not_attempted(path):
     printed = "".join(
         out.get("text", "") for cell in notebook.cells for out in cell.get("outputs", [])
     )
+    assert not [o for c in notebook.cells for o in c.get("outputs", []) if o.output_type == "error"]
+    exercises = NOTEBOOK_EXERCISES[path.stem]
+    debug = sum(exercise.kind == "debug" for exercise in exercises)
     checks = sum(cell.source.startswith("check(") for cell in notebook.cells)
-    assert checks >= 2 and printed.count("not attempted yet") == checks
+    assert checks == len(exercises) >= 2
+    assert printed.count("not attempted yet") == checks - debug
+    assert printed.count("cases failed") == debug
