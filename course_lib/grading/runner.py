@@ -154,10 +154,12 @@ def _verdict(case: Case, encoded: Any) -> Verdict:
 
 
 def report(result: ExerciseResult, exercise: Exercise | None = None, attempt: int = 2) -> str:
-    """The short text ``check()`` prints.
+    """The short text ``check()`` prints; ``attempt`` counts the failed checks of this exercise.
 
-    On a learner's first failed check of an exercise (``attempt`` 1) each failed case shows its
-    nudge; from the second on, its pointed hint.
+    Feedback escalates. The first failed check shows each failed case with its nudge (where to
+    look); later ones show the pointed hint (what is wrong, which way to go). A debug exercise
+    starts one step earlier: its first failed check names only the checks that fail (the
+    symptoms), the second adds expected and got with the nudges, the third the hints.
     """
     head = f"{result.exercise_id} · {result.title}:"
     if result.status == Status.NOT_ATTEMPTED:
@@ -167,37 +169,50 @@ def report(result: ExerciseResult, exercise: Exercise | None = None, attempt: in
     total, passed = len(result.cases), sum(c.status == Status.PASSED for c in result.cases)
     if passed == total:
         return _praise(head, result.cases, exercise)
+    level = attempt - 1 if exercise is not None and exercise.kind == "debug" else attempt
+    failed = [case for case in result.cases if case.status != Status.PASSED]
     lines = [f"{head} {total - passed} of {total} cases failed."]
-    for case in result.cases:
-        if case.status == Status.PASSED:
-            continue
+    for case in failed:
         lines.append(f"  ✗ {case.description}: {case.status}")
-        if case.expected:
-            lines.append(f"      expected: {case.expected}")
-        if case.got:
-            lines.append(f"      got:      {case.got}")
-        hint = _hint_for(case, exercise, attempt)
-        if hint:
-            label = "nudge:   " if attempt <= 1 and hint != case.hint else "hint:    "
-            lines.append(f"      {label} {hint}")
-    if attempt <= 1 and any(
-        c.status == Status.FAILED and c.hint and c.hint != _hint_for(c, exercise, 1)
-        for c in result.cases
+        if level >= 1 or case.status in (Status.ERROR, Status.TIMEOUT):
+            lines += _expected_and_got(case)
+            label, text = _feedback_for(case, exercise, level)
+            if text:
+                lines.append(f"      {label + ':':<9} {text}")
+    if level < 1 and exercise is not None and exercise.nudge:
+        lines.append(f"  nudge: {exercise.nudge}")
+    if any(
+        _feedback_for(c, exercise, level + 1) != _feedback_for(c, exercise, level) for c in failed
     ):
-        lines.append(
-            "  (check again after a change: a failed check then shows a more pointed hint)"
-        )
+        lines.append("  (check again after a change: a failed check then says more)")
     return "\n".join(lines)
 
 
-def _hint_for(case: CaseResult, exercise: Exercise | None, attempt: int) -> str:
-    """Nudge first, pointed hint after; errors and timeouts always say where."""
-    fallback = exercise.nudge if exercise else ""
+def _expected_and_got(case: CaseResult) -> list[str]:
+    lines = []
+    if case.expected:
+        lines.append(f"      expected: {case.expected}")
+    if case.got:
+        lines.append(f"      got:      {case.got}")
+    return lines
+
+
+def _feedback_for(case: CaseResult, exercise: Exercise | None, level: int) -> tuple[str, str]:
+    """(label, text) at this level: nothing, then the nudge, then the pointed hint.
+
+    Errors and timeouts always say where. A case without a pointed hint keeps its nudge, and
+    says so: it is never relabelled as a hint.
+    """
     if case.status in (Status.ERROR, Status.TIMEOUT):
-        return case.hint
-    if attempt <= 1:
-        return case.nudge or fallback or case.hint
-    return case.hint or case.nudge or fallback
+        return "hint", case.hint
+    if level < 1:
+        return "", ""
+    nudge = case.nudge or (exercise.nudge if exercise else "")
+    if level == 1 and nudge:
+        return "nudge", nudge
+    if case.hint:
+        return "hint", case.hint
+    return ("nudge", nudge) if nudge else ("", "")
 
 
 def _praise(head: str, cases: list[CaseResult], exercise: Exercise | None) -> str:

@@ -75,9 +75,24 @@ def test_a_named_mistake_shows_its_nudge_first_and_its_hint_after():
     _, first = run(DOUBLE, lambda x: x + 2, attempt=1)
     _, second = run(DOUBLE, lambda x: x + 2, attempt=2)
     assert "nudge:    read the task" in first and "added two" not in first
-    assert "a more pointed hint" in first
+    assert "then says more" in first
     assert "hint:     you added two instead of doubling" in second
     assert "expected:" in second and "got:" in second
+
+
+def test_a_debug_exercise_shows_symptoms_then_details_then_hints():
+    debug = Exercise(**{**DOUBLE.__dict__, "id": "test.debug", "kind": "debug"})
+    levels = [run(debug, lambda x: x + 2, attempt=n)[1] for n in (1, 2, 3)]
+    assert "✗ 3 numbers: failed" in levels[0] and "expected:" not in levels[0]
+    assert "nudge: what does doubling do" in levels[0]
+    assert "expected:" in levels[1] and "nudge:    read the task" in levels[1]
+    assert "hint:     you added two" in levels[2] and "says more" not in levels[2]
+
+
+def test_without_a_pointed_hint_the_nudge_stays_a_nudge():
+    _, second = run(DOUBLE, lambda x: 3 * x, attempt=2)
+    assert "nudge:    what does doubling do" in second and "hint:" not in second
+    assert "says more" not in second
 
 
 def test_a_case_without_its_own_nudge_falls_back_to_the_exercise_nudge():
