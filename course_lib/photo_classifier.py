@@ -12,7 +12,7 @@ reads photos from disk, a ``DataLoader`` that batches and shuffles them, and a p
   augmentation: a random crop of 60-100% of the photo, and a horizontal flip.
 
 After each epoch the model is evaluated on a stratified validation split; the best one by
-validation accuracy is written to the model folder at once, atomically, so an interrupted run
+validation accuracy (on a tie, by validation loss) is written to the model folder at once, atomically, so an interrupted run
 (Ctrl+C) leaves the last good model usable.
 """
 
@@ -33,7 +33,10 @@ from course_lib.transfer import extract_features, freeze, load_backbone, replace
 
 __all__ = [
     "Preprocessing",
+    "MatchImageStatistics",
+    "GLYPH_IMAGE_STATISTICS",
     "preprocessing_for",
+    "BACKBONE_DEFAULTS",
     "TrainingConfig",
     "EpochResult",
     "FineTuneResult",
@@ -53,6 +56,8 @@ __all__ = [
 ]
 
 STRATEGIES = ("features", "fine-tune")
+# Mean and standard deviation of a glyph image's pixels, averaged over glyph_dataset(5, size=16).
+GLYPH_IMAGE_STATISTICS = (0.39, 0.36)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -68,6 +73,8 @@ class Preprocessing:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     grayscale: bool = False
+    # (mean, std): rescale each image to these statistics before ``mean``/``std`` apply (None: no)
+    image_statistics: tuple[float, float] | None = None
 
     def evaluation_transform(self) -> v2.Compose:
         """Resize, centre-crop, to a normalised float tensor: the same every time."""
@@ -87,12 +94,37 @@ class Preprocessing:
 
     def _to_tensor(self) -> list:
         gray = [v2.Grayscale(num_output_channels=1)] if self.grayscale else []
+        rescale = [MatchImageStatistics(*self.image_statistics)] if self.image_statistics else []
         return [
             *gray,
             v2.ToImage(),
             v2.ToDtype(torch.float32, scale=True),
+            *rescale,
             v2.Normalize(self.mean, self.std),
         ]
+
+
+class MatchImageStatistics:
+    """Per-image contrast normalisation: ``x -> mean + std * (x - mean(x)) / std(x)``.
+
+    Each image, on its own, is shifted and scaled to the given mean and standard deviation of
+    its pixels. An image flatter than ``min_std`` (about 5 grey levels of 255) is scaled as if
+    it had that much contrast, so that a blank wall's sensor noise is not blown up into a
+    pattern. A backbone pretrained on high-contrast images then
+    sees photos at the contrast it knows, whatever their exposure: a mid-grey photo whose
+    object differs from the background by a few grey levels reaches the network with the
+    contrast of a pretraining image instead of a fraction of it.
+    """
+
+    def __init__(self, mean: float, std: float, min_std: float = 0.02):
+        self.mean, self.std, self.min_std = float(mean), float(std), float(min_std)
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        centred = image - image.mean()
+        return self.mean + self.std * centred / centred.std().clamp_min(self.min_std)
+
+    def __repr__(self) -> str:
+        return f"MatchImageStatistics(mean={self.mean}, std={self.std}, min_std={self.min_std})"
 
 
 def preprocessing_for(backbone: str) -> Preprocessing:
@@ -100,9 +132,13 @@ def preprocessing_for(backbone: str) -> Preprocessing:
 
     - ``"resnet18"``: torchvision's own for its ImageNet weights (resize 256, centre-crop 224,
       ImageNet mean and standard deviation), read from ``ResNet18_Weights.DEFAULT``.
-    - ``"bundled"``: the course's glyph backbone saw one-channel 16x16 images in 0..1; a photo
-      becomes a 32x32 grayscale image (the network is fully convolutional, so a little more
-      resolution helps photos without changing the weights).
+    - ``"bundled"``: the course's glyph backbone saw one-channel 16x16 images of bright strokes
+      on black, in 0..1, with a mean of 0.39 and a standard deviation of 0.36 per image. A
+      photo becomes a 32x32 grayscale image (the network is fully convolutional, so a little
+      more resolution helps photos without changing the weights), rescaled on its own to
+      those statistics (``MatchImageStatistics``): a photo's grey levels cluster around its
+      exposure, with a third to a half of a glyph's contrast (a standard deviation of 0.10 to
+      0.20 for the generated sample photos), and contrast is what the glyph features respond to.
     """
     if backbone == "resnet18":
         from torchvision.models import ResNet18_Weights
@@ -115,25 +151,49 @@ def preprocessing_for(backbone: str) -> Preprocessing:
             std=tuple(preset.std),
         )
     if backbone == "bundled":
-        return Preprocessing(resize=36, crop=32, mean=(0.0,), std=(1.0,), grayscale=True)
+        return Preprocessing(
+            resize=36,
+            crop=32,
+            mean=(0.0,),
+            std=(1.0,),
+            grayscale=True,
+            image_statistics=GLYPH_IMAGE_STATISTICS,
+        )
     raise ValueError(f"unknown backbone {backbone!r}; choose 'bundled' or 'resnet18'")
+
+
+# Per backbone, what a field left at None becomes: (epochs, head_lr, backbone_lr).
+# resnet18: ImageNet features fit photos; a few epochs, layer4 10x slower than the head.
+# bundled: glyph features are far from photos, and the network is small: layer4 has to move,
+# at the head's rate, for longer. Chosen on write_sample_photos sets (120 photos, new photos
+# of other seeds): layer4 + fc at 1e-3/1e-4 for 10 epochs labelled 52-63% of new photos right
+# (its training loss had barely left log 3); at 1e-2/1e-2 for 15 epochs, 88-97%.
+BACKBONE_DEFAULTS = {"resnet18": (3, 1e-3, 1e-4), "bundled": (15, 1e-2, 1e-2)}
 
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Everything that decides a run; saved with the model. Defaults suit a CPU laptop."""
+    """Everything that decides a run; saved with the model. Defaults suit a CPU laptop.
+
+    ``epochs``, ``head_lr`` and ``backbone_lr`` left at None take the backbone's defaults
+    (``BACKBONE_DEFAULTS``); the saved config records the values used.
+    """
 
     backbone: str = "bundled"
     strategy: str = "fine-tune"
-    epochs: int = 3
+    epochs: int | None = None
     batch_size: int = 16
-    head_lr: float = 1e-3
-    backbone_lr: float = 1e-4  # layer4, when fine-tuning: 10x below the head's
+    head_lr: float | None = None
+    backbone_lr: float | None = None  # layer4, when fine-tuning
     validation_fraction: float = 0.2
     seed: int = 0
     workers: int | None = None  # None: 2 worker processes for large photo sets, else none
 
     def __post_init__(self):
+        defaults = BACKBONE_DEFAULTS.get(self.backbone, BACKBONE_DEFAULTS["resnet18"])
+        for name, default in zip(("epochs", "head_lr", "backbone_lr"), defaults, strict=True):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.epochs < 1 or self.batch_size < 1:
@@ -149,6 +209,7 @@ class EpochResult:
     epoch: int
     train_loss: float
     validation_accuracy: float
+    validation_loss: float = float("nan")
 
 
 @dataclass
@@ -165,6 +226,19 @@ class FineTuneResult:
     @property
     def best_accuracy(self) -> float:
         return max((e.validation_accuracy for e in self.epochs), default=float("nan"))
+
+    def is_best(self, epoch: EpochResult) -> bool:
+        """Better than every earlier epoch: higher validation accuracy, or as high and a lower loss.
+
+        With a few dozen validation photos, several epochs often tie on accuracy (the same
+        photos right); the loss, which also counts how sure the model is, breaks the tie.
+        """
+        return all(
+            (epoch.validation_accuracy, -epoch.validation_loss)
+            > (e.validation_accuracy, -e.validation_loss)
+            for e in self.epochs
+            if e is not epoch
+        )
 
 
 def build_model(config: TrainingConfig, num_classes: int) -> nn.Module:
@@ -211,11 +285,10 @@ def train_on_photos(
     try:
         for epoch in range(1, config.epochs + 1):
             loss = _train_one_epoch(trained, train_data, optimizer, config, epoch, progress)
-            predictions = _predict(evaluated, validation_data, config)
+            predictions, validation_loss = _predict(evaluated, validation_data, config)
             accuracy = _accuracy(predictions, [p.label for p in validation])
-            improved = result.best_epoch is None or accuracy > result.best_accuracy
-            result.epochs.append(EpochResult(epoch, loss, accuracy))
-            if improved:
+            result.epochs.append(EpochResult(epoch, loss, accuracy, validation_loss))
+            if result.is_best(result.epochs[-1]):
                 result.best_epoch = epoch
                 result.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 result.validation_predictions = predictions
@@ -277,12 +350,16 @@ def _train_one_epoch(model, data, optimizer, config, epoch, progress) -> float:
 
 
 @torch.no_grad()
-def _predict(model: nn.Module, data: Dataset, config: TrainingConfig) -> list[int]:
+def _predict(model: nn.Module, data: Dataset, config: TrainingConfig) -> tuple[list[int], float]:
+    """The predicted class of each example, in order, and the mean cross-entropy loss."""
     model.eval()
-    predictions = []
-    for inputs, _ in _loader(data, config, shuffle=False):
-        predictions += model(inputs).argmax(dim=1).tolist()
-    return predictions
+    predictions, total, count = [], 0.0, 0
+    for inputs, targets in _loader(data, config, shuffle=False):
+        logits = model(inputs)
+        predictions += logits.argmax(dim=1).tolist()
+        total += nn.functional.cross_entropy(logits, targets, reduction="sum").item()
+        count += len(targets)
+    return predictions, total / max(count, 1)
 
 
 @torch.no_grad()
@@ -469,11 +546,13 @@ def load_photo_model(
     replace_head(network, len(metadata["classes"]))
     network.load_state_dict(state)
     preprocessing = metadata["preprocessing"]
+    statistics = preprocessing.get("image_statistics")
     preprocessing = Preprocessing(
         **{
             **preprocessing,
             "mean": tuple(preprocessing["mean"]),
             "std": tuple(preprocessing["std"]),
+            "image_statistics": tuple(statistics) if statistics else None,
         }
     )
     return PhotoModel(network.eval(), list(metadata["classes"]), preprocessing, metadata)

@@ -244,7 +244,7 @@ def write_sample_photos(
     folder: str | Path,
     per_class: int = 24,
     *,
-    size: int = 96,
+    size: int | tuple[int, int] = 96,
     seed: int = 0,
     bad_files: bool = False,
 ) -> Path:
@@ -253,6 +253,10 @@ def write_sample_photos(
     Each photo is a lit object (a shaded ball, a box, a tent) on a sky-and-ground background,
     at a random place, scale, colour and tilt, with sensor noise: no two alike, and the same
     files for the same seed. 3 x 24 photos at 96 px take about 150 KB.
+
+    ``size`` is the side of every (square) photo, or a range ``(smallest, largest)``: each
+    photo's width and height are then drawn from it, as in a folder of photos from several
+    cameras.
 
     ``bad_files=True`` adds two files a real folder often holds and a scan must skip
     (``SAMPLE_BAD_FILES``): a text file, and a JPEG cut off half-way (an interrupted copy).
@@ -265,11 +269,12 @@ def write_sample_photos(
     for name in SAMPLE_CLASSES:
         (folder / name).mkdir(parents=True, exist_ok=True)
         for index in range(per_class):
-            image = _sample_background(rng, size)
+            width, height = _photo_size(rng, size)
+            image = _sample_background(rng, width, height)
             draw = ImageDraw.Draw(image)
-            _draw_object(draw, name, rng, size)
+            _draw_object(draw, name, rng, width, height)
             image = image.filter(ImageFilter.GaussianBlur(0.6))
-            pixels = np.asarray(image, dtype=np.float32) + rng.normal(0, 6, (size, size, 3))
+            pixels = np.asarray(image, dtype=np.float32) + rng.normal(0, 6, (height, width, 3))
             photo = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
             photo.save(folder / name / f"{name}_{index:03d}.jpg", quality=85)
     if bad_files:
@@ -288,23 +293,34 @@ def _write_bad_files(folder: Path) -> None:
     cut.write_bytes(whole[: len(whole) // 2])
 
 
-def _sample_background(rng, size: int) -> Image.Image:
+def _photo_size(rng, size: int | tuple[int, int]) -> tuple[int, int]:
+    """(width, height): ``size`` twice, or each drawn from the range ``size``."""
+    if isinstance(size, int):
+        return size, size
+    smallest, largest = size
+    width, height = rng.integers(smallest, largest, endpoint=True, size=2)
+    return int(width), int(height)
+
+
+def _sample_background(rng, width: int, height: int) -> Image.Image:
     import numpy as np
 
-    horizon = int(size * rng.uniform(0.45, 0.75))
+    horizon = int(height * rng.uniform(0.45, 0.75))
     sky = rng.uniform([90, 140, 190], [170, 200, 250])
     ground = rng.uniform([60, 80, 30], [140, 140, 90])
-    rows = np.arange(size)[:, None, None]
-    shade = 1 - 0.3 * rows / size
+    rows = np.arange(height)[:, None, None]
+    shade = 1 - 0.3 * rows / height
     pixels = np.where(rows < horizon, sky * (0.8 + 0.2 * shade), ground * shade)
-    return Image.fromarray(np.broadcast_to(pixels, (size, size, 3)).astype(np.uint8))
+    return Image.fromarray(np.broadcast_to(pixels, (height, width, 3)).astype(np.uint8))
 
 
-def _draw_object(draw, name: str, rng, size: int) -> None:
+def _draw_object(draw, name: str, rng, width: int, height: int) -> None:
     import numpy as np
 
+    size = min(width, height)  # the object stays in the photo's central square
     radius = size * rng.uniform(0.16, 0.3)
-    cx, cy = size * rng.uniform(0.3, 0.7), size * rng.uniform(0.35, 0.65)
+    cx = width / 2 + size * (rng.uniform(0.3, 0.7) - 0.5)
+    cy = height / 2 + size * (rng.uniform(0.35, 0.65) - 0.5)
     color = tuple(int(c) for c in rng.uniform(30, 230, 3))
     dark = tuple(int(c * 0.55) for c in color)
     if name == "ball":

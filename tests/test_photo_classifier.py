@@ -7,6 +7,10 @@ from PIL import Image
 import course_lib.photo_classifier as photo_classifier
 from course_lib.hardening import IntegrityError
 from course_lib.photo_classifier import (
+    BACKBONE_DEFAULTS,
+    GLYPH_IMAGE_STATISTICS,
+    EpochResult,
+    MatchImageStatistics,
     PhotoModelError,
     TrainingConfig,
     class_report,
@@ -41,6 +45,52 @@ def test_any_photo_becomes_the_backbones_input(backbone, shape):
     preprocessing = preprocessing_for(backbone)
     assert preprocessing.evaluation_transform()(photo).shape == shape
     assert preprocessing.training_transform()(photo).shape == shape
+
+
+def test_each_image_is_rescaled_to_the_given_statistics():
+    generator = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 20, 30, generator=generator) * 0.1 + 0.45  # a dull, low-contrast photo
+    rescaled = MatchImageStatistics(0.39, 0.36)(image)
+    assert rescaled.mean().item() == pytest.approx(0.39, abs=1e-5)
+    assert rescaled.std().item() == pytest.approx(0.36, abs=1e-5)
+    assert torch.equal(rescaled.argsort(dim=-1), image.argsort(dim=-1))  # same order of pixels
+    flat = MatchImageStatistics(0.39, 0.36)(torch.full((1, 4, 4), 0.8))
+    assert torch.allclose(flat, torch.full_like(flat, 0.39), atol=1e-4)
+    wall = MatchImageStatistics(0.39, 0.36)(
+        0.5 + 0.002 * torch.randn(1, 32, 32, generator=generator)
+    )
+    assert wall.std().item() < 0.05  # a blank wall's sensor noise is not blown up
+
+
+def test_the_bundled_backbone_sees_photos_at_the_contrast_of_its_glyphs():
+    from course_lib.glyphs import glyph_dataset
+
+    glyphs = glyph_dataset(5, size=16).inputs
+    assert glyphs.mean().item() == pytest.approx(GLYPH_IMAGE_STATISTICS[0], abs=0.01)
+    assert glyphs.flatten(1).std(1).mean().item() == pytest.approx(
+        GLYPH_IMAGE_STATISTICS[1], abs=0.01
+    )
+    dull = Image.new("RGB", (64, 48), (120, 130, 140))
+    dull.paste((135, 140, 150), (20, 10, 44, 38))  # an object a few grey levels off
+    x = preprocessing_for("bundled").evaluation_transform()(dull)
+    assert x.mean().item() == pytest.approx(GLYPH_IMAGE_STATISTICS[0], abs=1e-4)
+    assert x.std().item() == pytest.approx(GLYPH_IMAGE_STATISTICS[1], abs=1e-4)
+
+
+def test_learning_rates_and_epochs_default_per_backbone():
+    for backbone, (epochs, head_lr, backbone_lr) in BACKBONE_DEFAULTS.items():
+        config = TrainingConfig(backbone=backbone)
+        assert (config.epochs, config.head_lr, config.backbone_lr) == (epochs, head_lr, backbone_lr)
+    assert TrainingConfig(epochs=2, head_lr=0.5).epochs == 2
+    assert TrainingConfig(epochs=2, head_lr=0.5).head_lr == 0.5
+
+
+def test_a_tie_on_accuracy_goes_to_the_lower_validation_loss(sample_folder):
+    result = photo_classifier.FineTuneResult(sample_folder, [], [])
+    result.epochs = [EpochResult(1, 1.0, 0.9, 0.5), EpochResult(2, 0.8, 0.9, 0.3)]
+    assert result.is_best(result.epochs[1]) and not result.is_best(result.epochs[0])
+    result.epochs.append(EpochResult(3, 0.7, 0.85, 0.1))
+    assert not result.is_best(result.epochs[2])  # accuracy first
 
 
 def test_unknown_settings_are_refused():
@@ -104,6 +154,7 @@ def test_a_signed_model_folder_predicts_what_the_network_did(trained, tmp_path, 
     assert (
         loaded.metadata["preprocessing"]["crop"] == 32 and loaded.metadata["strategy"] == "features"
     )
+    assert loaded.preprocessing == preprocessing_for("bundled")  # JSON lists back to tuples
     paths = [photo.path for photo in result.validation]
     predictions = loaded.predict(paths)
     assert [p.label for p in predictions] == [

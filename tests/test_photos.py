@@ -183,3 +183,14 @@ def test_sample_photos_can_bring_the_bad_files_a_real_folder_collects(tmp_path):
     assert str(tmp_path) not in found.report()  # names relative to the folder
     again = write_sample_photos(tmp_path / "again", per_class=2, size=32, bad_files=True)
     assert found.report() == scan_photo_folder(again).report()  # seeded: the same files
+
+
+def test_sample_photos_can_have_mixed_sizes(tmp_path):
+    from course_lib.photos import write_sample_photos
+
+    root = write_sample_photos(tmp_path / "photos", per_class=4, size=(40, 70), seed=3)
+    sizes = [Image.open(path).size for path in sorted(root.rglob("*.jpg"))]
+    assert len(sizes) == 12 and len(set(sizes)) > 6
+    assert all(40 <= side <= 70 for size in sizes for side in size)
+    again = write_sample_photos(tmp_path / "again", per_class=4, size=(40, 70), seed=3)
+    assert sizes == [Image.open(path).size for path in sorted(again.rglob("*.jpg"))]

@@ -113,7 +113,12 @@ def _parser() -> argparse.ArgumentParser:
         default="fine-tune",
         help="train layer4 + a new head, or only a head on cached features",
     )
-    finetune.add_argument("--epochs", type=int, default=3)
+    finetune.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="default: the backbone's (15 for the bundled one, 3 for resnet18)",
+    )
     finetune.add_argument("--batch-size", type=int, default=16)
     finetune.add_argument("--seed", type=int, default=0)
     finetune.add_argument(

@@ -27,7 +27,7 @@ def finetune(
     *,
     backbone: str = "bundled",
     strategy: str = "fine-tune",
-    epochs: int = 3,
+    epochs: int | None = None,
     batch_size: int = 16,
     seed: int = 0,
     signing_key_file: str | os.PathLike | None = None,
@@ -35,7 +35,11 @@ def finetune(
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
 ) -> int:
-    """Train on ``data_dir``'s photos and write the best model to ``out``; return an exit status."""
+    """Train on ``data_dir``'s photos and write the best model to ``out``; return an exit status.
+
+    ``epochs=None`` takes the backbone's default (``BACKBONE_DEFAULTS``: 15 for the bundled
+    backbone, 3 for resnet18).
+    """
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
     from course_lib.hardening import load_key
     from course_lib.photo_classifier import (
