@@ -165,7 +165,7 @@ def run_probe(probe, learner_object, arguments, time_limit: float, prepare=None)
     ``{"status": s, "error": ..., "where": ...}`` with ``s`` one of ``"not attempted"``,
     ``"timeout"``, ``"error"``.
     """
-    with _one_thread():
+    with one_thread():
         if prepare is not None:
             prepare(*arguments)
         try:
@@ -185,11 +185,12 @@ def run_probe(probe, learner_object, arguments, time_limit: float, prepare=None)
 
 
 @contextlib.contextmanager
-def _one_thread():
-    """Probes run on one torch thread: small models, and a busy machine, are faster that way.
+def one_thread():
+    """Run on one torch thread, then restore the setting: how probes run, and references.
 
-    With several threads, a grading machine running two kernels slowed cases 5-10x, past the
-    time limit. The learner's own setting is restored afterwards.
+    The course's networks are small and train fastest on one thread; with several, a grading
+    machine running two kernels slowed cases 5-10x, past the time limit. Budgets are stated
+    for one thread.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

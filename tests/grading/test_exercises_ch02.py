@@ -136,10 +136,40 @@ def _momentum(dampen=False, old_velocity=False, along_gradient=False):
         (_momentum(dampen=True), "heavy-ball momentum adds the full gradient"),
         (_momentum(old_velocity=True), "the velocity you returned is the old one"),
         (_momentum(along_gradient=True), "not along the new velocity"),
+        (
+            lambda w, grad, velocity, lr, beta: (
+                w + (beta * velocity - lr * grad),
+                beta * velocity - lr * grad,
+            ),
+            "your velocity holds steps",
+        ),
     ],
 )
 def test_momentum_mistakes_are_named(feedback, wrong, words):
     assert words in feedback("ch2.momentum_step", wrong)
+
+
+def test_a_momentum_step_off_elsewhere_is_told_which_output_differs(feedback):
+    def halved_velocity(w, grad, velocity, lr, beta):
+        new_w, new_velocity = solution("momentum_step")(w, grad, velocity, lr, beta)
+        return new_w, new_velocity / 2
+
+    text = feedback("ch2.momentum_step", halved_velocity)
+    assert "the new velocity is off, the new w is right" in text
+
+
+def _adam_in_place(w, grad, m, v, t, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
+    m.mul_(beta1).add_(grad, alpha=1 - beta1)
+    v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    m_hat, v_hat = m / (1 - beta1**t), v / (1 - beta2**t)
+    return w - lr * m_hat / (v_hat.sqrt() + eps), m, v
+
+
+def test_adam_in_place_gets_its_own_nudge_then_hint(feedback):
+    first = feedback("ch2.adam_step", _adam_in_place, attempt=1)
+    assert "the caller still holds the tensors you were given" in first
+    assert "zero" not in first.split("failed", 1)[1]  # not the bias-correction nudge
+    assert "the caller keeps the old w, m and v" in feedback("ch2.adam_step", _adam_in_place)
 
 
 def _adam(correct_m=True, correct_v=True, shift=0):
@@ -184,8 +214,8 @@ def test_adam_reference_agrees_with_torch():
 def _nesterov(point, shifted=False):
     def nesterov_step(w, velocity, gradient_at, lr, beta):
         gradient = gradient_at(point(w, velocity, lr, beta))
-        new = beta * velocity + gradient
-        return (w - lr * (gradient + beta * new) if shifted else w - lr * new), new
+        new = beta * velocity - lr * gradient
+        return (w - lr * gradient + beta * new if shifted else w + new), new
 
     return nesterov_step
 
@@ -193,11 +223,12 @@ def _nesterov(point, shifted=False):
 @pytest.mark.parametrize(
     "wrong, words",
     [
-        (_nesterov(lambda w, b, lr, beta: w), "that is heavy-ball momentum"),
-        (_nesterov(lambda w, b, lr, beta: w + lr * beta * b), "goes the wrong way"),
-        (_nesterov(lambda w, b, lr, beta: w - lr * b), "first decayed by beta"),
-        (_nesterov(lambda w, b, lr, beta: w - beta * b), "missing the learning rate"),
-        (_nesterov(lambda w, b, lr, beta: w - lr * beta * b, shifted=True), "shifted form"),
+        (_nesterov(lambda w, v, lr, beta: w), "that is heavy-ball momentum"),
+        (_nesterov(lambda w, v, lr, beta: w - beta * v), "goes the wrong way"),
+        (_nesterov(lambda w, v, lr, beta: w + v), "first decayed by beta"),
+        (_nesterov(lambda w, v, lr, beta: w - lr * beta * v), "that is section 1's look-ahead"),
+        (_nesterov(lambda w, v, lr, beta: w + lr * beta * v), "lr is already inside it"),
+        (_nesterov(lambda w, v, lr, beta: w + beta * v, shifted=True), "shifted form"),
     ],
 )
 def test_nesterov_mistakes_are_named(feedback, wrong, words):
@@ -213,6 +244,15 @@ def test_nesterov_counts_the_gradients_asked_for(feedback):
     assert "2 calls" in feedback("ch2.nesterov_step", twice)
 
 
+def test_nesterov_in_place_is_caught_as_in_momentum_step(feedback):
+    def in_place(w, velocity, gradient_at, lr, beta):
+        velocity.mul_(beta).sub_(lr * gradient_at(w + beta * velocity))
+        w.add_(velocity)
+        return w, velocity
+
+    assert "changed in place" in feedback("ch2.nesterov_step", in_place)
+
+
 def test_the_look_ahead_form_follows_torchs_nesterov_one_look_ahead_apart():
     curvature = torch.diag(torch.tensor([1.0, 10.0], dtype=torch.float64))
     step = solution("nesterov_step")
@@ -225,14 +265,14 @@ def test_the_look_ahead_form_follows_torchs_nesterov_one_look_ahead_apart():
         optimizer.zero_grad()
         (0.5 * shifted @ curvature @ shifted).backward()
         optimizer.step()
-    assert torch.allclose(w - lr * beta * velocity, shifted.detach(), atol=1e-10)
+    assert torch.allclose(w + beta * velocity, shifted.detach(), atol=1e-10)
 
 
 # --- ch2.fix_adamw (debug) --------------------------------------------------------------------------
 
 FIXED = _solution(_cell_defining("adamw"))
 BUGS = {  # case -> [(fixed text, its broken version in the exercise)]
-    "the moments": [
+    "probe B": [  # the moments
         ("    m, v = torch.zeros_like(w0), torch.zeros_like(w0)\n", ""),
         (
             "for t in range(1, steps + 1):\n",
@@ -240,7 +280,7 @@ BUGS = {  # case -> [(fixed text, its broken version in the exercise)]
             "        m, v = torch.zeros_like(w0), torch.zeros_like(w0)\n",
         ),
     ],
-    "the decay": [
+    "probe A": [  # the decay
         (
             "            w.mul_(1 - lr * weight_decay)  # decoupled: apart from the adaptive step\n",
             "",
@@ -248,8 +288,8 @@ BUGS = {  # case -> [(fixed text, its broken version in the exercise)]
         ("(1 - beta1) * w.grad", "(1 - beta1) * (w.grad + weight_decay * w)"),
         ("(1 - beta2) * w.grad**2", "(1 - beta2) * (w.grad + weight_decay * w) ** 2"),
     ],
-    "the units": [("v_hat.sqrt()", "v_hat")],
-    "the gradients": [("        w.grad = None\n", "")],
+    "probe C": [("v_hat.sqrt()", "v_hat")],  # the units
+    "probe D": [("        w.grad = None\n", "")],  # the gradients
 }
 
 
@@ -277,19 +317,60 @@ def test_each_adamw_bug_left_in_alone_fails_its_own_case_only(bug):
 @pytest.mark.parametrize(
     "bug, words",
     [
-        ("the moments", "m and v start again from zero at every step"),
-        ("the decay", "That is Adam with L2, not AdamW"),
-        ("the units", "you divide by v-hat, which has the units of a gradient squared"),
-        ("the gradients", "backward() adds to the .grad already there"),
+        ("probe B", "m and v start again from zero at every step"),
+        ("probe A", "That is Adam with L2, not AdamW"),
+        ("probe C", "you divide by v-hat, which has the units of a gradient squared"),
+        ("probe D", "backward() adds to the .grad already there"),
     ],
 )
 def test_each_adamw_bug_is_named(feedback, bug, words):
-    assert words in feedback("ch2.fix_adamw", _define(_with_bug(bug), "adamw"))
+    assert words in feedback("ch2.fix_adamw", _define(_with_bug(bug), "adamw"), attempt=3)
+
+
+def test_the_first_check_names_no_bug_kind(feedback):
+    broken = _define(strip_solutions(_cell_defining("adamw")), "adamw")
+    text = feedback("ch2.fix_adamw", broken, attempt=1).lower()
+    for kind in ("moment", "decay", "units", "sqrt", "root", "pile", "l2"):
+        assert kind not in text, kind
+
+
+def _torch_adamw(loss_fn, w0, steps, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+    w = w0.clone().requires_grad_(True)
+    optimizer = torch.optim.AdamW([w], lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    path = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss_fn(w).backward()
+        optimizer.step()
+        path.append(w.detach().clone())
+    return path
+
+
+def _course_lib_adamw(loss_fn, w0, steps, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+    from course_lib.optim import AdamW
+
+    w = w0.clone().requires_grad_(True)
+    optimizer = AdamW([w], lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    path = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss_fn(w).backward()
+        optimizer.step()
+        path.append(w.detach().clone())
+    return path
+
+
+@pytest.mark.parametrize("wrapper", [_torch_adamw, _course_lib_adamw])
+def test_wrapping_a_ready_made_adamw_fails_and_the_optimizers_come_back(wrapper):
+    statuses = _statuses("ch2.fix_adamw", wrapper)
+    assert set(statuses.values()) == {Status.ERROR}
+    assert len(_torch_adamw(lambda w: (w**2).sum(), torch.ones(2), 2)) == 2  # restored
 
 
 def test_decay_without_the_learning_rate_is_named(feedback):
     source = FIXED.replace("w.mul_(1 - lr * weight_decay)", "w.mul_(1 - weight_decay)")
-    assert "shrinks by lr times weight_decay" in feedback("ch2.fix_adamw", _define(source, "adamw"))
+    text = feedback("ch2.fix_adamw", _define(source, "adamw"), attempt=3)
+    assert "shrinks by lr times weight_decay" in text
 
 
 def test_decay_after_the_step_is_named(feedback):
@@ -297,7 +378,9 @@ def test_decay_after_the_step_is_named(feedback):
     step = "            w -= lr * m_hat / (v_hat.sqrt() + eps)\n"
     source = FIXED.replace(decay + step, step + decay)
     assert source != FIXED
-    assert "shrinks the weights first" in feedback("ch2.fix_adamw", _define(source, "adamw"))
+    text = feedback("ch2.fix_adamw", _define(source, "adamw"), attempt=2)
+    assert "in which order do the shrinking and Adam's step come?" in text
+    assert "shrinks the weights first" in feedback("ch2.fix_adamw", _define(source, "adamw"), 3)
 
 
 # --- ch2.train_on_a_budget (experiment) ------------------------------------------------------------
@@ -319,8 +402,8 @@ def _plain(optimizer_class, lr, batch_size=32, repeat=1):
 @pytest.mark.parametrize(
     "train, words",
     [
-        (_plain(torch.optim.Adam, 1e-3, repeat=2), "Tune the rate on a log scale"),  # the baseline
-        (_plain(torch.optim.SGD, 0.1, repeat=2), "Tune the rate on a log scale"),
+        (_plain(torch.optim.Adam, 1e-3, repeat=2), "tune it on a log scale"),  # the baseline
+        (_plain(torch.optim.SGD, 0.1, repeat=2), "tune it on a log scale"),
         (_plain(torch.optim.Adam, 0.02, repeat=4), "over budget"),
         (_plain(torch.optim.Adam, 0.02, batch_size=64, repeat=1), "more training was on offer"),
         (lambda model, inputs, targets, budget: None, "the network was not trained"),
@@ -338,6 +421,22 @@ def test_examples_under_no_grad_are_free_and_counted_otherwise():
         model(inputs[:50])
 
     assert ch02.probe_digits(train, 0, 0, 3200)["examples"] == 50
+
+
+def test_examples_through_model_forward_are_counted_too():
+    def train(model, inputs, targets, budget):
+        model.forward(inputs[:70])
+        model[0](inputs[:30])
+
+    assert ch02.probe_digits(train, 0, 0, 3200)["examples"] == 100
+
+
+def test_a_run_the_count_cannot_see_fails_whatever_its_accuracy():
+    exercise = find_exercise("ch2.train_on_a_budget")
+    case = exercise.public_cases()[0]
+    labels = ch02._digits(0)[3]
+    verdict = case.judge({"predictions": labels.clone(), "examples": 0})
+    assert not verdict.passed and "the network was not trained" in verdict.hint
 
 
 def test_the_solution_beats_the_target_with_room():

@@ -23,11 +23,11 @@ _KEPT_APART = Path("/work/hidden/ch03.json")
 HIDDEN = _KEPT_APART if _KEPT_APART.exists() else None
 BUGS = ("softmax", "head", "zero_grad", "units", "eval")
 BUG_CASES = {  # each planted bug, and the description of the case that must catch it
-    "softmax": "what the loss receives",
-    "head": "the head's weights",
-    "zero_grad": "the gradient of each batch",
-    "units": "train_loss, epoch by epoch",
-    "eval": "the mode of each forward pass",
+    "softmax": ch03.LOOP_DESCRIPTIONS["logits"],
+    "head": ch03.LOOP_DESCRIPTIONS["head"],
+    "zero_grad": ch03.LOOP_DESCRIPTIONS["fresh gradients"],
+    "units": ch03.LOOP_DESCRIPTIONS["epoch loss"],
+    "eval": ch03.LOOP_DESCRIPTIONS["eval mode"],
 }
 
 
@@ -101,9 +101,22 @@ def _steps(model, optimizer, train, order, steps):
             done += 1
 
 
-def train_within_budget(train, val, max_steps, rates=(3e-3, 1e-2, 3e-2, 1e-1), trial=10):
-    """Short trials of four rates from one start, judged on val; the best one gets the rest."""
-    trials = []
+class Standardize(nn.Module):
+    def __init__(self, mean, std):
+        super().__init__()
+        self.mean, self.std = mean, std
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+def train_within_budget(train, val, max_steps, rates=(3e-3, 1e-2, 3e-2, 1e-1)):
+    """Inputs standardized on train; short trials of four rates from one start, judged on val;
+    the best one gets the rest of the budget."""
+    standardize = Standardize(train.inputs.mean(dim=0), train.inputs.std(dim=0) + 1e-6)
+    train = Split(standardize(train.inputs), train.targets)
+    val = Split(standardize(val.inputs), val.targets)
+    trials, trial = [], max_steps // (2 * len(rates))
     for lr in rates:
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
@@ -116,7 +129,7 @@ def train_within_budget(train, val, max_steps, rates=(3e-3, 1e-2, 3e-2, 1e-1), t
         trials.append((score, model, optimizer, order))
     _, model, optimizer, order = max(trials, key=lambda t: t[0])
     _steps(model, optimizer, train, order, max_steps - trial * len(rates))
-    return model
+    return nn.Sequential(standardize, model)
 
 
 REFERENCE = {
@@ -186,7 +199,7 @@ def test_classifier_without_activation_is_named(feedback):
     def linear(inputs, hidden, classes):
         return nn.Sequential(nn.Linear(inputs, hidden), nn.Linear(hidden, classes))
 
-    assert "put a ReLU between them" in feedback("ch3.build_classifier", linear)
+    assert "add a non-linearity between them" in feedback("ch3.build_classifier", linear)
 
 
 def test_classifier_of_the_wrong_size_and_kind_is_named(feedback):
@@ -326,7 +339,7 @@ def test_the_outcome_fails_with_every_bug_and_with_the_one_that_stops_learning(h
     ],
 )
 def test_each_planted_bug_is_named(feedback, bug, words):
-    assert words in feedback("ch3.train_classifier", loop_with(bug))
+    assert words in feedback("ch3.train_classifier", loop_with(bug), attempt=3)
 
 
 def test_another_correct_loop_passes_every_case():
@@ -364,34 +377,66 @@ def test_a_head_left_out_of_the_model_is_named(feedback):
             backbone, nn.Identity(), train, val, loss_fn, epochs=1, lr=lr, batch_size=batch_size
         )
 
-    assert "defined but never attached" in feedback("ch3.train_classifier", headless)
+    assert "defined but never attached" in feedback("ch3.train_classifier", headless, attempt=3)
 
 
-def test_the_loop_bugs_nudge_first(feedback):
-    text = feedback("ch3.train_classifier", loop_with(*BUGS), attempt=1)
-    assert "what does the loss function expect to receive" in text
-    assert "the model ends in a softmax" not in text
+def test_the_loop_bugs_show_symptoms_first_then_nudges(feedback):
+    first = feedback("ch3.train_classifier", loop_with(*BUGS), attempt=1)
+    assert all(description in first for description in BUG_CASES.values())
+    assert "section 1's training loop" in first
+    for leak in ("probabilities", "logits", "zero_grad", "random ones", "training mode", "ln 10:"):
+        assert leak not in first.split("section 1's")[0].replace(BUG_CASES["softmax"], ""), leak
+    second = feedback("ch3.train_classifier", loop_with(*BUGS), attempt=2)
+    assert "what does the loss function expect to receive" in second
+    assert "the model ends in a softmax" not in second
 
 
 # --- experiment: scrambled digits within a step budget ----------------------------------------------
 
 
-def _plain(train, val, max_steps):
-    return ch03.plain_recipe(train, max_steps)
+def _fixed(lr, batch=64, hidden=64):
+    """A recipe without a choice: one rate, whatever the data, every step in one run."""
+
+    def recipe(train, val, max_steps):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        for step in range(max_steps):
+            rows = torch.arange(step * batch, (step + 1) * batch) % len(train)
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(model(train.inputs[rows]), train.targets[rows])
+            loss.backward()
+            optimizer.step()
+        return model
+
+    return recipe
 
 
 @pytest.mark.parametrize("hidden", [False, True], ids=["public", "hidden"])
-def test_the_plain_recipe_fails_the_experiment(hidden):
-    result = _result("ch3.train_within_budget", _plain, hidden)
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        lambda train, val, max_steps: ch03.plain_recipe(train, max_steps),
+        _fixed(1e-3),
+        _fixed(3e-2),  # the chapter's best rate
+    ],
+    ids=["plain", "default rate", "chapter's rate"],
+)
+def test_fixed_recipes_fail_the_experiment(recipe, hidden):
+    result = _result("ch3.train_within_budget", recipe, hidden)
     assert all(case.status == Status.FAILED for case in result.cases)
-    assert all("the learning rate decides" in case.hint for case in result.cases)
+    assert all("neither Adam's default rate" in case.hint for case in result.cases)
+
+
+def test_full_batch_steps_are_over_budget(feedback):
+    assert "over budget" in feedback("ch3.train_within_budget", _fixed(1e-3, batch=1077))
 
 
 @pytest.mark.parametrize("seed, key", [(1, 818373), (2, 753920), (4, 910061), (5, 874879)])
-def test_the_reference_beats_the_plain_recipe_on_other_scrambled_splits(seed, key):
+def test_the_reference_beats_the_fixed_recipes_on_other_scrambled_splits(seed, key):
     """Not only on the cases' splits: the margin is not an accident of the ones chosen."""
     case = find_exercise("ch3.train_within_budget").make_case(
-        {"seed": seed, "key": key, "max_steps": 100}
+        {"seed": seed, "key": key, "max_steps": 30, "scale": 30.0}
     )
     result = run_exercise(find_exercise("ch3.train_within_budget"), train_within_budget, [case])
     assert result.status == Status.PASSED, result.cases[0].expected + result.cases[0].got
@@ -402,26 +447,82 @@ def test_an_over_budget_run_fails(feedback):
         return train_within_budget(train, val, 2 * max_steps)
 
     text = feedback("ch3.train_within_budget", greedy)
-    assert "over budget" in text and "200 steps" in text
+    assert "over budget" in text and "rows in" in text
 
 
-def test_training_without_a_counted_optimizer_fails(feedback):
+def test_training_without_a_counted_backward_pass_fails(feedback):
     def untrained(train, val, max_steps):
         return nn.Linear(64, 10)
 
-    assert "no optimizer step" in feedback("ch3.train_within_budget", untrained)
+    assert "no backward pass" in feedback("ch3.train_within_budget", untrained)
+
+
+def test_budget_dodges_are_counted(feedback):
+    """Gradient evaluations inside LBFGS, updates by hand, and an untrained model all count."""
+
+    def lbfgs(train, val, max_steps):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+        optimizer = torch.optim.LBFGS(model.parameters(), max_iter=200)
+        rows = torch.arange(64)
+
+        def closure():
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(model(train.inputs[rows]), train.targets[rows])
+            loss.backward()
+            return loss
+
+        for _ in range(5):
+            optimizer.step(closure)
+        return model
+
+    def by_hand(train, val, max_steps):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+        for step in range(4 * max_steps):
+            rows = torch.arange(step * 64, (step + 1) * 64) % len(train)
+            model.zero_grad()
+            nn.functional.cross_entropy(model(train.inputs[rows]), train.targets[rows]).backward()
+            with torch.no_grad():
+                for p in model.parameters():
+                    p -= 0.01 * p.grad
+        return model
+
+    class Nearest(nn.Module):
+        def __init__(self, train):
+            super().__init__()
+            self.train_rows, self.labels = train.inputs, train.targets
+            self.dummy = nn.Linear(1, 1)
+
+        def forward(self, x):
+            return nn.functional.one_hot(
+                self.labels[torch.cdist(x, self.train_rows).argmin(1)], 10
+            ).float()
+
+    def nearest(train, val, max_steps):
+        model = Nearest(train)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        model.dummy(torch.ones(1, 1)).sum().backward()
+        optimizer.step()
+        return model
+
+    assert "over budget" in feedback("ch3.train_within_budget", lbfgs)
+    assert "over budget" in feedback("ch3.train_within_budget", by_hand)
+    assert "no parameter of the model affects" in feedback("ch3.train_within_budget", nearest)
 
 
 def test_scrambled_digits_hide_the_originals():
     """Pixels and classes of the graded digits are permuted, differently for each split seed."""
     from course_lib.data import digits_splits
 
-    original, scrambled = digits_splits(seed=0)[0], ch03._scrambled_digits(0, 10_000)[0]
+    original, scrambled = digits_splits(seed=0)[0], ch03._scrambled_digits(0, 10_000, 1.0)[0]
     assert isinstance(scrambled, Split) and scrambled.inputs.shape == (len(original), 64)
     assert not torch.equal(scrambled.inputs, original.inputs.flatten(1))
     assert not torch.equal(scrambled.targets, original.targets)
     assert sorted(scrambled.inputs[0].tolist()) == sorted(original.inputs[0].flatten().tolist())
-    assert not torch.equal(ch03._scrambled_digits(0, 1)[2].targets[:50], scrambled.targets[:50])
+    assert not torch.equal(
+        ch03._scrambled_digits(0, 1, 1.0)[2].targets[:50], scrambled.targets[:50]
+    )
 
 
 # --- the notebook: the broken loop it hands out, and hints that never give its code --------------------
@@ -471,7 +572,7 @@ def test_no_hint_contains_a_line_of_a_solution():
 def test_data_changed_in_the_learners_kernel_fail_the_outcome_cases():
     """The probes build their digits next to the learner's code; the judges check them."""
     budget = find_exercise("ch3.train_within_budget").public_cases()[0]
-    report = ch03.probe_budget(train_within_budget, 0, 10_000, 100)
+    report = ch03.probe_budget(train_within_budget, 0, 10_000, 30, 30.0)
     assert budget.judge(report).passed
     report["data"][2][1] += 1.0  # the test digits' pixels
     assert "not the course's digits" in budget.judge(report).hint
@@ -480,3 +581,126 @@ def test_data_changed_in_the_learners_kernel_fail_the_outcome_cases():
     assert outcome.judge(record).passed
     record["data"] = [[len(split), 0.0, 0.0] for split in ch03._loop_data(0)]
     assert not outcome.judge(record).passed
+
+
+# --- findings of the review: dodges and correct variants ------------------------------------------
+
+
+def _loop_variant(
+    *, clear="optimizer", trained="model", sanity=False, val_loss=False, tensors=False
+):
+    """The fixed loop with one change: what is cleared, what is trained, extra losses, 0-d sums."""
+
+    def train_classifier(backbone, head, train, val, loss_fn, *, epochs, lr, batch_size):
+        model = nn.Sequential(backbone, head)
+        optimizer = torch.optim.Adam({"model": model, "head": head}[trained].parameters(), lr=lr)
+        if sanity:  # the chapter's sanity check 1, before training, without no_grad
+            loss_fn(model(train.inputs), train.targets)
+        train_loss = []
+        for _ in range(epochs):
+            model.train()
+            total = 0.0
+            for start in range(0, len(train), batch_size):
+                x = train.inputs[start : start + batch_size]
+                y = train.targets[start : start + batch_size]
+                {"optimizer": optimizer, "backbone": backbone}[clear].zero_grad()
+                loss = loss_fn(model(x), y)
+                loss.backward()
+                optimizer.step()
+                total += loss.detach() * len(x) if tensors else loss.item() * len(x)
+            train_loss.append(total / len(train))
+            model.eval()
+            if val_loss:
+                loss_fn(model(val.inputs), val.targets)
+        model.eval()
+        with torch.no_grad():
+            predictions = model(val.inputs).argmax(dim=1)
+        correct = (predictions == val.targets).float().mean().item()
+        return {"train_loss": train_loss, "val_accuracy": correct}
+
+    return train_classifier
+
+
+@pytest.mark.parametrize(
+    "variant", [{"sanity": True}, {"val_loss": True}, {"tensors": True}], ids=str
+)
+def test_correct_loops_with_extra_losses_or_tensor_sums_pass(variant):
+    result = _result("ch3.train_classifier", _loop_variant(**variant))
+    assert result.status == Status.PASSED, [(c.description, c.got) for c in result.cases]
+
+
+def test_clearing_only_the_backbone_leaves_the_heads_gradients_piling_up():
+    failed = _failed(_result("ch3.train_classifier", _loop_variant(clear="backbone")))
+    assert BUG_CASES["zero_grad"] in failed
+
+
+def test_an_optimizer_of_the_head_alone_is_named_as_such(feedback):
+    variant = _loop_variant(trained="head")
+    failed = _failed(_result("ch3.train_classifier", variant))
+    assert BUG_CASES["head"] in failed and BUG_CASES["zero_grad"] not in failed
+    assert "all of the model's parameters" in feedback("ch3.train_classifier", variant, attempt=3)
+
+
+def test_epoch_loss_nudges_fit_the_mistake(feedback):
+    text = feedback("ch3.train_classifier", loop_with("units"), attempt=2)
+    assert "ln 10, the loss of a random guess" in text
+
+
+def test_classifier_ending_in_relu_or_with_batch_norm(feedback):
+    def final_relu(inputs, hidden, classes):
+        return nn.Sequential(build_classifier(inputs, hidden, classes), nn.ReLU())
+
+    def batch_norm(inputs, hidden, classes):
+        return nn.Sequential(
+            nn.Linear(inputs, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, classes)
+        )
+
+    assert "clamps its scores at 0" in feedback("ch3.build_classifier", final_relu)
+    assert "nothing else that learns" in feedback("ch3.build_classifier", batch_norm)  # no crash
+
+
+@pytest.mark.parametrize(
+    "wrong, words",
+    [
+        (lambda logits, targets: 100 * accuracy(logits, targets), "that is a percentage"),
+        (lambda logits, targets: 1 - accuracy(logits, targets), "the error rate"),
+        (lambda logits, targets: (logits.argmax(0) == targets).float().mean().item(), "its row"),
+        (lambda logits, targets: 0.5, "share of examples where they agree"),
+    ],
+)
+def test_more_accuracy_mistakes_are_named_in_every_case(wrong, words):
+    result = _result("ch3.accuracy", wrong)
+    assert all(words in case.hint for case in result.cases), [c.hint for c in result.cases]
+
+
+def test_public_accuracy_cases_are_not_at_one_half():
+    for params in find_exercise("ch3.accuracy").public_params:
+        case = find_exercise("ch3.accuracy").make_case(params)
+        assert not case.judge({"value": 0.5, "modified": []}).passed
+
+
+def test_shuffled_batches_and_a_loss_measured_after_the_epoch_are_named(feedback):
+    def shuffled(model, inputs, targets, optimizer, loss_fn, batch_size):
+        order = torch.randperm(len(inputs))
+        return train_one_epoch(model, inputs[order], targets[order], optimizer, loss_fn, batch_size)
+
+    def measured_after(model, inputs, targets, optimizer, loss_fn, batch_size):
+        train_one_epoch(model, inputs, targets, optimizer, loss_fn, batch_size)
+        with torch.no_grad():
+            return loss_fn(model(inputs), targets).item()
+
+    assert "no shuffling" in feedback("ch3.train_one_epoch", shuffled)
+    assert "measured again after the epoch" in feedback("ch3.train_one_epoch", measured_after)
+
+
+@pytest.mark.parametrize(
+    "wrong, words",
+    [
+        (lambda p, g: math.ceil(16 * p * (1 - p) / g**2), "the variances add"),
+        (lambda p, g: math.ceil(2 * 1.96**2 * p * (1 - p) / g**2), "the factor is 2"),
+        (lambda p, g: math.ceil(8 * p * (1 - p) / (100 * g) ** 2), "percentage points"),
+        (lambda p, g: 7, "solve for n, and round up"),
+    ],
+)
+def test_more_images_needed_mistakes_get_their_own_hint(feedback, wrong, words):
+    assert words in feedback("ch3.images_needed", wrong)

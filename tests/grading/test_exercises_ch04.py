@@ -104,40 +104,53 @@ def test_no_feedback_string_is_a_line_of_the_solution():
 # --- ch4.dropout -------------------------------------------------------------------------------------
 
 
+def _published(x, p, training):
+    return x * (torch.rand_like(x) >= p) if training else x * (1 - p)
+
+
 @pytest.mark.parametrize(
     "wrong, words",
     [
         (
-            lambda x, p, training: x * (torch.rand_like(x) >= p) / (1 - p),
-            "in evaluation dropout does nothing",
-        ),
-        (
             lambda x, p, training: x * (torch.rand_like(x) >= p) if training else x,
-            "kept entries were not rescaled",
+            "evaluation gives x as it is",
         ),
         (
-            lambda x, p, training: x * (torch.rand_like(x) >= p) * (1 - p) if training else x,
-            "shrank the kept entries",
+            lambda x, p, training: x * (torch.rand_like(x) >= p) if training else x / (1 - p),
+            "inverted dropout's factor",
         ),
         (
-            lambda x, p, training: x * (torch.rand_like(x) < p) / p if training else x,
+            lambda x, p, training: x * (torch.rand_like(x) >= p) if training else x * p,
+            "you scaled by p",
+        ),
+        (torch.nn.functional.dropout, "rescaled the survivors in training"),
+        (
+            lambda x, p, training: x * (torch.rand_like(x) < p) if training else x * (1 - p),
             "probability to DROP",
         ),
         (
-            lambda x, p, training: x * (torch.rand(1) >= p) / (1 - p) if training else x,
+            lambda x, p, training: x * (torch.rand(1) >= p) if training else x * (1 - p),
             "dropped on its own",
         ),
         (
             lambda x, p, training: (
-                x.masked_fill_(torch.rand_like(x) < p, 0) / (1 - p) if training else x
+                x.masked_fill_(torch.rand_like(x) < p, 0) if training else x * (1 - p)
             ),
             "modified in place",
+        ),
+        (  # the factor measured on this draw's mask instead of worked out from p
+            lambda x, p, training: (
+                x * (torch.rand_like(x) >= p)
+                if training
+                else x * (torch.rand_like(x) >= p).float().mean()
+            ),
+            "follows from p alone",
         ),
     ],
 )
 def test_dropout_mistakes_are_named(feedback, wrong, words):
     assert words in feedback("ch4.dropout", wrong)
-    assert "passed (2/2 cases)" in feedback("ch4.dropout", torch.nn.functional.dropout)
+    assert "passed (2/2 cases)" in feedback("ch4.dropout", _published)
 
 
 def test_dropout_nudges_first_then_hints(feedback):
@@ -145,16 +158,14 @@ def test_dropout_nudges_first_then_hints(feedback):
         return x * (torch.rand_like(x) >= p) if training else x
 
     first, second = feedback("ch4.dropout", unscaled, 1), feedback("ch4.dropout", unscaled, 2)
-    assert "nudge:" in first and "compare the mean of your output" in first
-    assert "not rescaled" not in first and "not rescaled" in second
+    assert "nudge:" in first and "average of one output entry" in first
+    assert "as it is, but" not in first and "as it is, but" in second
 
 
 def test_a_float64_dropout_is_named(feedback):
     text = feedback(
         "ch4.dropout",
-        lambda x, p, training: (
-            (x.double() * (torch.rand_like(x) >= p) / (1 - p)) if training else x
-        ),
+        lambda x, p, training: (x.double() * (torch.rand_like(x) >= p)) if training else x,
     )
     assert "same shape and dtype as x" in text and "Traceback" not in text
 
@@ -203,6 +214,49 @@ def test_should_stop_reference_agrees_with_the_early_stopping_callback():
     assert decisions.index(True) == 6 and decisions[11:] == [False, True, True]
 
 
+def _stops_via_the_chapter(val_losses, patience):
+    from course_lib.lessons.ch04_generalization import stopping_epoch
+
+    return stopping_epoch(val_losses, patience) is not None
+
+
+def _counter_loop(val_losses, patience):
+    best, since = float("inf"), 0
+    for loss in val_losses:
+        if loss < best:
+            best, since = loss, 0
+        else:
+            since += 1
+        if since >= patience:
+            return True
+    return False
+
+
+@pytest.mark.parametrize("visibility", ["public", "hidden"])
+@pytest.mark.parametrize("rule", [_stops_via_the_chapter, _counter_loop])
+def test_rules_that_answer_differently_after_the_stop_pass(rule, visibility):
+    """A loop never asks again once told to stop: later answers are not graded."""
+    exercise = find_exercise("ch4.should_stop")
+    params = exercise.public_params if visibility == "public" else _hidden_params(exercise.id)
+    results = _results(exercise.id, rule, params)
+    assert [r.status for r in results] == ["passed"] * len(params)
+
+
+def test_the_table_in_the_prompt_is_the_course_rule():
+    import re
+
+    from course_lib.lessons.ch04_generalization import stopping_epoch
+
+    cells = json.loads(NOTEBOOK.read_text(encoding="utf-8"))["cells"]
+    prompt = next("".join(c["source"]) for c in cells if "Exercise 4.2" in "".join(c["source"]))
+    rows = re.findall(r"^\| ([0-9., ]+) \| (\d+) \| (\d+|never)", prompt, flags=re.M)
+    assert len(rows) >= 3
+    for losses, patience, stop in rows:
+        values = [float(v) for v in losses.split(",")]
+        expected = None if stop == "never" else int(stop)
+        assert stopping_epoch(values, int(patience)) == expected
+
+
 # --- ch4.cosine_lr -----------------------------------------------------------------------------------
 
 
@@ -231,6 +285,10 @@ def test_cosine_reference_agrees_with_torch():
         ),
         (lambda e, t, hi, lo: lo + (hi - lo) * (1 + math.cos(math.pi * e / t)), "halved"),
         (lambda e, t, hi, lo: lo + (hi - lo) * (1 - math.cos(math.pi * e / t)) / 2, "climbs"),
+        (
+            lambda e, t, hi, lo: lo + (hi - lo) * (1 + math.cos(math.pi * e / (t - 1))) / 2,
+            "one epoch early",
+        ),
     ],
 )
 def test_cosine_mistakes_are_named(feedback, rule, words):
@@ -291,7 +349,7 @@ def _loop(*, eval_mode=True, train_each_epoch=True, deep_copy=True, no_leak=True
 
 BUGS = {  # the check that names the bug -> the loop with that bug alone, and the hint's words
     "eval mode": (_loop(eval_mode=False), "dropout still on"),
-    "train mode": (_loop(train_each_epoch=False), "Put it in training mode at the start"),
+    "train mode": (_loop(train_each_epoch=False), "stayed in it after a validation"),
     "best weights": (_loop(deep_copy=False), "not a copy but a view"),
     "leakage": (_loop(no_leak=False), "the validation images are trained on"),
 }
@@ -325,7 +383,7 @@ def test_each_planted_bug_alone_fails_its_own_case(bug, visibility):
 
 def test_each_planted_bug_is_named(feedback):
     for bug, (function, words) in BUGS.items():
-        text = feedback("ch4.train_early_stopped", function)
+        text = feedback("ch4.train_early_stopped", function, 3)  # a debug's hints: third check
         assert words in text, bug
 
 
@@ -363,12 +421,53 @@ def test_a_loop_fixed_another_way_passes(visibility):
     assert _failing_checks(_fixed_another_way, _debug_params(visibility)) == set()
 
 
+def _fixed_with_a_diagnostic(model, train, val, epochs=60, patience=8, lr=1e-3, seed=0):
+    """The fixed loop, measuring training accuracy too in its evaluation (no part of the loss)."""
+    torch.manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    best_loss, best_epoch, best_weights = float("inf"), 0, None
+    for epoch in range(1, epochs + 1):
+        model.train()
+        for batch in torch.randperm(len(train)).split(32):
+            loss = F.cross_entropy(model(train.inputs[batch]), train.targets[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            val_loss = F.cross_entropy(model(val.inputs), val.targets).item()
+            (model(train.inputs).argmax(1) == train.targets).float().mean()
+        if val_loss < best_loss:
+            best_loss, best_epoch, best_weights = val_loss, epoch, copy.deepcopy(model.state_dict())
+        elif epoch - best_epoch >= patience:
+            break
+    model.load_state_dict(best_weights)
+    return model
+
+
+@pytest.mark.parametrize("visibility", ["public", "hidden"])
+def test_a_fixed_loop_with_a_diagnostic_passes(visibility):
+    assert _failing_checks(_fixed_with_a_diagnostic, _debug_params(visibility)) == set()
+
+
+def test_the_first_debug_check_names_symptoms_not_fixes(feedback):
+    broken = _definitions(exercise_version=True)["train_early_stopped"]
+    first = feedback("ch4.train_early_stopped", broken, 1)
+    for words in ("eval mode", "train mode", "deep copy", "put back", "kept out of training"):
+        assert words not in first
+
+
+def test_the_kept_weights_report_says_how_the_loop_measured(feedback):
+    text = feedback("ch4.train_early_stopped", _loop(eval_mode=False, deep_copy=False))
+    assert "as your loop measured it (dropout on)" in text
+
+
 def test_the_debug_probe_reports_a_loop_that_returns_no_model(feedback):
     def returns_the_loss(model, train, val, epochs=60, patience=8):
         _loop()(model, train, val, epochs, patience)
         return 0.5
 
-    assert "return the model" in feedback("ch4.train_early_stopped", returns_the_loss)
+    assert "return the model" in feedback("ch4.train_early_stopped", returns_the_loss, 3)
 
 
 # --- ch4.regularised_classifier (experiment) ---------------------------------------------------------
@@ -396,6 +495,21 @@ def test_an_over_budget_run_fails_the_experiment(feedback):
 
     text = feedback("ch4.regularised_classifier", over_budget)
     assert "over budget" in text and "1,001 steps" in text
+
+
+def test_training_on_the_validation_split_fails_the_experiment(feedback):
+    from course_lib.lessons.ch04_generalization import Recipe, train_with
+
+    def on_validation(train, val, max_steps):
+        return train_with(Recipe(), val, val, epochs=max_steps // 9)[0]
+
+    text = feedback("ch4.regularised_classifier", on_validation)
+    assert "your models trained on validation images" in text
+
+
+def test_a_pass_shows_no_test_accuracy(feedback):
+    text = feedback("ch4.regularised_classifier", SOLUTION["regularised_classifier"])
+    assert "validation accuracy" in text and "test accuracy at least" not in text
 
 
 def test_the_experiment_names_an_answer_that_is_no_model(feedback):

@@ -55,7 +55,7 @@ def _failed(text: str) -> list[str]:
         ("ch6.tampered_files", "find_tampered_files"),
         ("ch6.input_guard", "check_input"),
         ("ch6.ood_threshold", "calibrate_ood_threshold"),
-        ("ch6.fgsm", "fgsm_attack"),
+        ("ch6.fgsm", "l2_attack"),
         ("ch6.ood_detector", "build_ood_detector"),
     ],
 )
@@ -82,29 +82,40 @@ _EXERCISE_NAMES = ("tampered_files", "input_guard", "ood_threshold", "fgsm", "oo
 # --- exercise 1: tampered files ----------------------------------------------------------------------
 
 
-def _tampered(folder, *, skip_unlisted=False, skip_missing=False, include_manifest=False):
+def _tampered(
+    folder,
+    *,
+    skip_unlisted=False,
+    skip_missing=False,
+    include_manifest=False,
+    any_name=False,
+    paths=False,
+):
     listed = json.loads((folder / "manifest.json").read_text())["files"]
     found = []
     for name, digest in listed.items():
         path = folder / name
         if not path.exists():
             found += [] if skip_missing else [name]
-        elif hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            continue
+        actual = hashlib.sha256(path.read_bytes()).hexdigest()
+        if (actual not in listed.values()) if any_name else (actual != digest):
             found.append(name)
     if not skip_unlisted:
         ignored = () if include_manifest else ("manifest.json", "manifest.sig")
         found += [
             p.name for p in folder.iterdir() if p.name not in listed and p.name not in ignored
         ]
-    return sorted(found)
+    return sorted(str(folder / name) if paths else name for name in found)
 
 
 def test_tampered_file_checks_name_each_missed_kind(feedback):
-    assert "passed (5/5 cases)" in feedback("ch6.tampered_files", _tampered)
+    assert "passed (6/6 cases)" in feedback("ch6.tampered_files", _tampered)
     unlisted = feedback("ch6.tampered_files", lambda f: _tampered(f, skip_unlisted=True))
-    assert "2 of 5 cases failed" in unlisted and "the manifest does not list counts too" in unlisted
+    assert "2 of 6 cases failed" in unlisted and "the manifest does not list counts too" in unlisted
+    assert "Hash every listed file" not in unlisted  # the hint follows what was left out
     first_only = feedback("ch6.tampered_files", lambda f: _tampered(f)[:1])
-    assert "1 of 5 cases failed" in first_only and "not only the first one" in first_only
+    assert "2 of 6 cases failed" in first_only and "Hash every listed file's bytes" in first_only
     missing = feedback("ch6.tampered_files", lambda f: _tampered(f, skip_missing=True))
     assert _failed(missing) == ["the weights file deleted"] and "whether it exists" in missing
     manifest = feedback("ch6.tampered_files", lambda f: _tampered(f, include_manifest=True))
@@ -114,6 +125,32 @@ def test_tampered_file_checks_name_each_missed_kind(feedback):
     names_only = feedback("ch6.tampered_files", lambda f: ["weights.safetensors"])
     assert "[] (nothing changed)" in names_only
     assert "return a list of names" in feedback("ch6.tampered_files", lambda f: None)
+
+
+def test_a_hash_found_under_another_name_does_not_vouch_for_a_file(feedback):
+    text = feedback("ch6.tampered_files", lambda f: _tampered(f, any_name=True))
+    assert _failed(text) == ["two listed files' contents exchanged"]
+    assert "under that file's own name" in text
+
+
+def test_paths_instead_of_names_are_told_so(feedback):
+    text = feedback("ch6.tampered_files", lambda f: _tampered(f, paths=True))
+    assert "return the file names, not paths" in text
+    assert "Hash every listed file" not in text
+
+
+def test_reading_a_missing_file_gets_the_missing_file_hint(feedback):
+    def reads_everything(folder):
+        listed = json.loads((folder / "manifest.json").read_text())["files"]
+        return sorted(
+            name
+            for name, digest in listed.items()
+            if hashlib.sha256((folder / name).read_bytes()).hexdigest() != digest
+        )
+
+    text = feedback("ch6.tampered_files", reads_everything)
+    assert "FileNotFoundError reading weights.safetensors" in text
+    assert "whether it exists before you read it" in text
 
 
 def test_a_swapped_file_is_named_only_by_its_hash():
@@ -130,44 +167,72 @@ def test_tampered_file_nudges_come_first(feedback):
 
 # --- exercise 2: the broken guard ----------------------------------------------------------------------
 
-_BUG_CASES = {
-    "dtype": "uint8 pixels: refused",
-    "single": "one image (1, 16, 16): accepted",
-    "empty": "an empty batch: refused",
-    "clamp": "values 0..255: refused",
-    "nan": "a NaN pixel: refused",
+_BUG_CASES = {  # neutral descriptions: the bug shows in expected/got, from the second check
+    "dtype": "input 1: should be refused",
+    "single": "input 2: should be accepted",
+    "empty": "input 3: should be refused",
+    "clamp": "input 4: should be refused",
+    "nan": "input 5: should be refused",
 }
+_WHOLE_GUARD = "the whole guard: valid batches accepted unchanged, malformed ones refused"
 
 
-def _guard(x, *, bugs=()):
-    """The solution's guard, with the named planted bugs put back."""
+def _hints(feedback, function, attempt=3):
+    """A debug exercise shows its pointed hints from the third failed check on."""
+    return feedback("ch6.input_guard", function, attempt=attempt)
+
+
+def _guard(x, *, bugs=(), error=ValueError):
+    """The solution's guard, with the named planted bugs put back, refusing with ``error``."""
     if not isinstance(x, torch.Tensor):
         raise TypeError("not a tensor")
     if "dtype" not in bugs and x.dtype != torch.float32:
-        raise ValueError("dtype")
+        raise error("dtype")
     if "single" not in bugs and x.shape == (1, 16, 16):
         x = x.unsqueeze(0)
     if x.dim() != 4 or x.shape[1:] != (1, 16, 16):
-        raise ValueError("shape")
+        raise error("shape")
     if len(x) > 64 or ("empty" not in bugs and len(x) == 0):
-        raise ValueError("batch size")
+        raise error("batch size")
     if "clamp" in bugs:
         x = x.clamp(0, 1)
     if "nan" not in bugs and not torch.isfinite(x).all():
-        raise ValueError("NaN or inf")
+        raise error("NaN or inf")
     if x.min() < 0 or x.max() > 1:
-        raise ValueError("range")
+        raise error("range")
     return x
 
 
+def test_a_guard_raising_its_own_value_error_subclass_passes(feedback):
+    from course_lib.hardening import InvalidInput
+
+    class GuardError(ValueError):
+        pass
+
+    for error in (InvalidInput, GuardError):
+        text = _hints(feedback, lambda x, error=error: _guard(x, error=error))
+        assert "passed (6/6 cases)" in text
+
+
+def test_a_guard_raising_the_wrong_kind_of_error_is_told_to_raise_a_value_error(feedback):
+    text = _hints(feedback, lambda x: _guard(x, error=RuntimeError))
+    assert "raise a ValueError" in text and "the dtype is never checked" not in text
+
+
+def test_the_first_check_names_no_planted_bug(feedback):
+    text = _hints(feedback, GIVEN["check_input"], attempt=1)
+    for words in ("uint8", "NaN", "empty", "0..255", "one image"):
+        assert words not in text
+
+
 def test_the_given_guard_fails_each_planted_bug_and_nothing_else(feedback):
-    text = feedback("ch6.input_guard", GIVEN["check_input"])
+    text = _hints(feedback, GIVEN["check_input"])
     assert sorted(_failed(text)) == sorted(_BUG_CASES.values())
 
 
 @pytest.mark.parametrize("bug", sorted(_BUG_CASES))
 def test_each_planted_bug_left_alone_fails_exactly_its_own_case(feedback, bug):
-    text = feedback("ch6.input_guard", lambda x: _guard(x, bugs=(bug,)))
+    text = _hints(feedback, lambda x: _guard(x, bugs=(bug,)))
     assert _failed(text) == [_BUG_CASES[bug]]
 
 
@@ -182,7 +247,7 @@ def test_each_planted_bug_left_alone_fails_exactly_its_own_case(feedback, bug):
     ],
 )
 def test_each_planted_bug_is_named(feedback, bug, words):
-    assert words in feedback("ch6.input_guard", lambda x: _guard(x, bugs=(bug,)))
+    assert words in _hints(feedback, lambda x: _guard(x, bugs=(bug,)))
 
 
 def test_the_hidden_inputs_tie_back_to_the_planted_bugs():
@@ -194,23 +259,23 @@ def test_the_hidden_inputs_tie_back_to_the_planted_bugs():
     ]:
         case = exercise.make_case({"case": kind, "seed": 3})
         result = run_exercise(exercise, lambda x, bug=bug: _guard(x, bugs=(bug,)), [case])
-        assert words in report(result, exercise)
+        assert words in report(result, exercise, attempt=3)
 
 
 def test_over_fixing_fails_the_whole_guard_case(feedback):
     def normalizing(x):
         return (_guard(x) - 0.5) / 0.5
 
-    text = feedback("ch6.input_guard", normalizing)
+    text = _hints(feedback, normalizing)
     assert "does not change the input" in text
-    assert "the whole guard: valid batches returned unchanged, malformed ones refused" in text
+    assert _WHOLE_GUARD in text
 
     def refusing_big_batches(x):
         if len(x) > 8:
             raise ValueError("too many")
         return _guard(x)
 
-    assert "this input is valid: accept it" in feedback("ch6.input_guard", refusing_big_batches)
+    assert "this input is valid: accept it" in _hints(feedback, refusing_big_batches)
 
     def silent(x):
         try:
@@ -218,7 +283,7 @@ def test_over_fixing_fails_the_whole_guard_case(feedback):
         except ValueError:
             raise ValueError() from None
 
-    assert "with no message" in feedback("ch6.input_guard", silent)
+    assert "with no message" in _hints(feedback, silent)
 
 
 def test_a_guard_that_trips_over_a_list_is_told_to_check_the_type_first(feedback):
@@ -227,16 +292,14 @@ def test_a_guard_that_trips_over_a_list_is_told_to_check_the_type_first(feedback
             x = x.unsqueeze(0)
         return _guard(x)
 
-    text = feedback("ch6.input_guard", untyped)
-    assert _failed(text) == [
-        "the whole guard: valid batches returned unchanged, malformed ones refused"
-    ]
-    assert "a list: a ValueError that says what is wrong" in text
+    text = _hints(feedback, untyped)
+    assert _failed(text) == [_WHOLE_GUARD]
+    assert "a list: refused with a ValueError that says what is wrong" in text
     assert "check that the input is a tensor before anything else" in text
 
 
 def test_guard_nudges_come_before_hints(feedback):
-    text = feedback("ch6.input_guard", lambda x: _guard(x, bugs=("nan",)), attempt=1)
+    text = _hints(feedback, lambda x: _guard(x, bugs=("nan",)), attempt=2)
     assert "what does a comparison with NaN return?" in text
     assert "NaN compares False with everything" not in text
 
@@ -244,50 +307,103 @@ def test_guard_nudges_come_before_hints(feedback):
 # --- exercise 3: the threshold --------------------------------------------------------------------------
 
 
-def _threshold(model, inputs, rate, *, upper=False, logits=False):
+def _threshold(model, inputs, rate, *, upper=False, logits=False, top_only=False):
     with torch.no_grad():
         outputs = model(inputs)
-    scores = outputs.max(dim=1).values if logits else outputs.softmax(dim=1).max(dim=1).values
+    top_two = (outputs if logits else outputs.softmax(dim=1)).topk(2, dim=1).values
+    scores = top_two[:, 0] if top_only else top_two[:, 0] - top_two[:, 1]
     return torch.quantile(scores, 1 - rate if upper else rate).item()
 
 
-def test_threshold_checks_name_the_wrong_quantile_and_logits(feedback):
+def test_threshold_checks_name_the_wrong_score_quantile_and_logits(feedback):
     assert "passed (2/2 cases)" in feedback("ch6.ood_threshold", _threshold)
     upper = feedback("ch6.ood_threshold", lambda m, x, r: _threshold(m, x, r, upper=True))
     assert "not the 1 - false_positive_rate one" in upper
     logits = feedback("ch6.ood_threshold", lambda m, x, r: _threshold(m, x, r, logits=True))
-    assert "not the raw logits" in logits
+    assert "not between raw logits" in logits
+    top = feedback("ch6.ood_threshold", lambda m, x, r: _threshold(m, x, r, top_only=True))
+    assert "not by the largest alone" in top
     assert "return the threshold as a float" in feedback("ch6.ood_threshold", lambda m, x, r: "0.9")
     median = feedback("ch6.ood_threshold", lambda m, x, r: _threshold(m, x, 0.5))
-    assert "exactly that share" in median
+    assert "exactly that share" in median and "quantile function" not in median
 
 
-# --- exercise 4: FGSM --------------------------------------------------------------------------------
+def test_the_library_threshold_does_not_pass(feedback):
+    from course_lib.hardening import calibrate_threshold, max_softmax_score
+
+    def shipped(model, inputs, rate):
+        with torch.no_grad():
+            return float(calibrate_threshold(max_softmax_score(model(inputs)), rate))
+
+    assert "passed" not in feedback("ch6.ood_threshold", shipped).splitlines()[0]
 
 
-def _attack(model, x, y, epsilon, *, direction=1, clip=True, sign=True):
+# --- exercise 4: the one-step attack under an L2 budget ---------------------------------------------
+
+
+def _attack(model, x, y, epsilon, *, direction=1, clip=True, sign=False, per_image=True):
     x = x.clone().requires_grad_(True)
     (gradient,) = torch.autograd.grad(nn.functional.cross_entropy(model(x), y), x)
-    moved = x + direction * epsilon * (gradient.sign() if sign else gradient)
+    if sign:
+        step = gradient.sign()
+    elif per_image:
+        step = gradient / gradient.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    else:
+        step = gradient / gradient.norm()
+    moved = x + direction * epsilon * step
     return (moved.clamp(0, 1) if clip else moved).detach()
 
 
-def test_fgsm_checks_name_the_sign_the_clip_and_the_direction(feedback):
-    assert "passed (1/1 cases)" in feedback("ch6.fgsm", _attack)
+def test_attack_checks_name_fgsm_the_clip_the_direction_and_the_batch_norm(feedback):
+    assert "passed (2/2 cases)" in feedback("ch6.fgsm", _attack)
+    fgsm = feedback("ch6.fgsm", lambda m, x, y, e: _attack(m, x, y, e, sign=True))
+    assert "the chapter's FGSM step" in fgsm
     against = feedback("ch6.fgsm", lambda m, x, y, e: _attack(m, x, y, e, direction=-1))
     assert "do not subtract it" in against
     unclipped = feedback("ch6.fgsm", lambda m, x, y, e: _attack(m, x, y, e, clip=False))
     assert "clip them to [0, 1]" in unclipped
-    raw = feedback("ch6.fgsm", lambda m, x, y, e: _attack(m, x, y, e, sign=False))
-    assert "not the gradient itself" in raw
+    batch = feedback("ch6.fgsm", lambda m, x, y, e: _attack(m, x, y, e, per_image=False))
+    assert "not over the whole batch" in batch
     doubled = feedback("ch6.fgsm", lambda m, x, y, e: _attack(m, x, y, 2 * e))
-    assert "no pixel may move more than epsilon" in doubled
+    assert "scale each image's gradient to length epsilon" in doubled
 
+
+def test_the_chapter_fgsm_does_not_pass(feedback):
+    from course_lib.hardening import fgsm
+
+    assert "the chapter's FGSM step" in feedback("ch6.fgsm", fgsm)
+
+
+def test_attack_side_effects_are_named(feedback):
     def in_place(model, x, y, epsilon):
         x += epsilon  # changes the caller's images
         return x.clamp(0, 1)
 
     assert "x changed in place" in feedback("ch6.fgsm", in_place)
+
+    def on_the_callers_x(model, x, y, epsilon):
+        x.requires_grad_(True)
+        nn.functional.cross_entropy(model(x), y).backward()
+        step = x.grad / x.grad.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+        return torch.clamp(x + epsilon * step, 0, 1)
+
+    text = feedback("ch6.fgsm", on_the_callers_x)
+    assert "x now requires gradients and holds a .grad" in text
+    assert "a copy of x" in text
+
+    def attached(model, x, y, epsilon):
+        return _attack(model, x, y, epsilon) + 0 * model(x).sum()
+
+    assert "detach the attacked images" in feedback("ch6.fgsm", attached)
+
+
+def test_attack_failures_have_their_own_nudges(feedback):
+    def in_place(model, x, y, epsilon):
+        x += epsilon
+        return x.clamp(0, 1)
+
+    text = feedback("ch6.fgsm", in_place, attempt=1)
+    assert "still the same?" in text and "which direction of a fixed length" not in text
 
 
 # --- exercise 5: the OOD detector (experiment) ----------------------------------------------------
@@ -304,9 +420,25 @@ def _confidence_detector(model, train_inputs, val_inputs, rate):
     return detector
 
 
-def test_the_softmax_baseline_fails_and_is_told_where_to_look(feedback):
+def test_the_softmax_baseline_fails_and_is_told_which_kind_fell_short(feedback):
     text = feedback("ch6.ood_detector", _confidence_detector)
-    assert "1 of 1 cases failed" in text and "embeddings of the training digits" in text
+    assert "1 of 1 cases failed" in text and "too few noise images and glyphs caught" in text
+    assert "the whole false-positive allowance" in text
+
+
+def _pixel_detector(model, train_inputs, val_inputs, rate):
+    """Cosine 5-NN on raw pixels: no model at all. The prompt allows any score."""
+    known = nn.functional.normalize(train_inputs.flatten(1), dim=1)
+
+    def score(images):
+        return (nn.functional.normalize(images.flatten(1), dim=1) @ known.T).topk(5).values.mean(1)
+
+    threshold = torch.quantile(score(val_inputs), rate).item()
+    return lambda images: score(images) < threshold
+
+
+def test_a_pixel_space_detector_is_accepted_as_the_prompt_says(feedback):
+    assert "passed" in feedback("ch6.ood_detector", _pixel_detector).splitlines()[0]
 
 
 def test_the_softmax_baseline_fails_the_hidden_cases_too():
@@ -318,7 +450,7 @@ def test_the_softmax_baseline_fails_the_hidden_cases_too():
 
 def test_an_over_budget_build_fails(feedback):
     def slow(*arguments):
-        time.sleep(3.2)  # stands for training something big
+        time.sleep(1.7)  # stands for training something big
         return SOLVED["build_ood_detector"](*arguments)
 
     assert "over the compute budget" in feedback("ch6.ood_detector", slow)

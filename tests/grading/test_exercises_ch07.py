@@ -186,17 +186,68 @@ def filled_up_with_the_last(order, rank, world):
     return (order + [order[-1]] * (total - len(order)))[rank::world]
 
 
+def filled_up_from_the_end(order, rank, world):
+    missing = math.ceil(len(order) / world) * world - len(order)
+    return (order + (order[-missing:] if missing else []))[rank::world]
+
+
+def filled_up_once(order, rank, world):
+    """The reviewer's attempt: passes every case where the order is at least the world size."""
+    missing = math.ceil(len(order) / world) * world - len(order)
+    return (order + order[:missing])[rank::world]
+
+
+def contiguous_after_filling_up(order, rank, world):
+    per_rank = math.ceil(len(order) / world)
+    padded = shard_indices(order, 0, 1) * world
+    return padded[: per_rank * world][rank * per_rank : (rank + 1) * per_rank]
+
+
 @pytest.mark.parametrize(
     "function, words",
     [
         (contiguous, "deals the order out like cards"),
         (dealt_without_filling_up, "every rank must get the same count"),
         (dealt_after_dropping_the_tail, "that is what drop_last=True does"),
-        (filled_up_with_the_last, "does not fill up with the last index"),
+        (filled_up_with_the_last, "does not fill up from the end of the order"),
+        (filled_up_from_the_end, "does not fill up from the end of the order"),
+        (filled_up_once, "the sampler repeats it as often as it takes"),
+        (contiguous_after_filling_up, "then gave each rank a contiguous block"),
     ],
 )
 def test_shard_mistakes_are_named(feedback, function, words):
     assert words in feedback("ch7.shard_indices", function)
+
+
+def test_filling_up_once_fails_a_public_case_that_says_why(feedback):
+    text = feedback("ch7.shard_indices", filled_up_once)
+    assert "2 examples, rank 4 of 5" in text and "contiguous" not in text
+    assert "the sampler repeats it as often as it takes" in text
+
+
+def test_the_count_is_judged_before_the_layout():
+    """A contiguous block that comes out empty is told about the count first."""
+    params = [{"length": 2, "rank": 4, "world": 5, "seed": 3}]
+    (case,) = run_cases("ch7.shard_indices", contiguous, params).cases
+    assert "rank 4 must read 1 index" in case.hint and "contiguous" not in case.hint
+
+
+def test_shard_answers_are_shown_as_lists_with_brackets(feedback):
+    text = feedback("ch7.shard_indices", filled_up_once)
+    assert "got:      []" in text and "expected: [" in text
+
+
+def test_a_wrong_shard_that_matches_no_mistake_still_gets_a_pointed_hint(feedback):
+    def reversed_shard(order, rank, world):
+        return shard_indices(order, rank, world)[::-1]
+
+    def shifted_by_one(order, rank, world):
+        return shard_indices(order, (rank + 1) % world, world)
+
+    assert "in another order" in feedback("ch7.shard_indices", reversed_shard)
+    assert "the count is right, the indices are not" in feedback(
+        "ch7.shard_indices", shifted_by_one
+    )
 
 
 def test_shard_mistakes_get_a_nudge_first(feedback):
@@ -209,7 +260,7 @@ def test_a_tensor_of_indices_is_read_as_its_list(feedback):
     def as_tensor(order, rank, world):
         return torch.tensor(shard_indices(order, rank, world))
 
-    assert "passed (3/3 cases)" in feedback("ch7.shard_indices", as_tensor)
+    assert "passed (4/4 cases)" in feedback("ch7.shard_indices", as_tensor)
 
 
 def test_a_very_short_order_is_filled_up_more_than_once():
@@ -263,17 +314,45 @@ def right_lr(base_lr, per_worker, workers, global_batch, base_batch):
             "the global one, not the per-worker one",
         ),
         (scaled_mistake(lambda n, b, g: n // g, right_lr), "round up"),
+        (
+            scaled_mistake(right_steps, lambda lr, b, w, g, base: lr * math.sqrt(g / base)),
+            "square-root scaling",
+        ),
+        (
+            scaled_mistake(right_steps, lambda lr, b, w, g, base: 3 * lr),
+            "times the rule's",
+        ),
+        (
+            scaled_mistake(lambda n, b, g: n // g + 2, right_lr),
+            "the learning rate is right; the steps are not",
+        ),
     ],
 )
 def test_scaling_mistakes_are_named(feedback, function, words):
     assert words in feedback("ch7.scale_for_workers", function)
 
 
+def test_the_worked_example_of_the_prompt_is_not_a_check_case():
+    exercise = find_exercise("ch7.scale_for_workers")
+    assert all(
+        (p["examples"], p["workers"], p["per_worker_batch"]) != (1000, 8, 16)
+        for p in exercise.public_params
+    )
+
+
 # --- fastest_world_size ------------------------------------------------------------------------------
 
 
 def fastest_with(
-    passes=2, bytes_per_parameter=4, share_of_gradient=True, latency=True, shard=True, even=True
+    passes=2,
+    bytes_per_parameter=4,
+    share_of_gradient=True,
+    latency=True,
+    shard=True,
+    even=True,
+    messages=lambda w: 2 * (w - 1),
+    bytes_per_gb=1e9,
+    extra_ms=0.0,
 ):
     """A learner's fastest_world_size; each keyword away from its default is one mistake."""
 
@@ -284,9 +363,12 @@ def fastest_with(
                 continue
             compute = fixed_ms + per_example_ms * (batch / w if shard else batch)
             sent = (w - 1) / w if share_of_gradient else w - 1
-            gradient = bytes_per_parameter * parameters / (gb_per_s * 1e9) * 1000
+            gradient = bytes_per_parameter * parameters / (gb_per_s * bytes_per_gb) * 1000
             times[w] = (
-                compute + passes * sent * gradient + (2 * (w - 1) * latency_ms if latency else 0)
+                compute
+                + passes * sent * gradient
+                + (messages(w) * latency_ms if latency else 0)
+                + (extra_ms if w > 1 else 0)
             )
         best = min(times, key=times.get)
         return best, times[best]
@@ -303,10 +385,20 @@ def fastest_with(
         (fastest_with(share_of_gradient=False), "not W - 1 whole copies"),
         (fastest_with(shard=False), "each worker computes on its shard"),
         (fastest_with(even=False), "divide the global batch"),
+        (fastest_with(messages=lambda w: w - 1), "you counted W - 1 latencies"),
+        (fastest_with(messages=math.log2), "you counted log2(W) latencies"),
+        (fastest_with(bytes_per_gb=2**30), "a GiB"),
+        (fastest_with(extra_ms=3.0), "too long: a term is too large"),
+        (fastest_with(messages=lambda w: 0.5 * (w - 1)), "too short: a term is missing"),
     ],
 )
 def test_cost_model_mistakes_are_named(feedback, function, words):
     assert words in feedback("ch7.fastest_world_size", function)
+
+
+def test_the_worked_estimate_of_the_prompt_is_not_a_check_case():
+    exercise = find_exercise("ch7.fastest_world_size")
+    assert all(p["parameters"] != 100_000_000 for p in exercise.public_params)
 
 
 def test_a_correct_cost_model_written_independently_passes(feedback):
@@ -323,11 +415,11 @@ OWN_CHECK = {
     "rank 0 steps": "replicas",
 }
 NAMED = {
-    "seed per rank": "the same seed on every rank",
+    "seed per rank": "each rank draws a permutation of its own",
     "no set_epoch": "every epoch replays epoch 0's order",
     "batch norm": "statistics of its own shard",
-    "summed gradients": "not their sum",
-    "rank 0 steps": "every rank takes the optimizer step",
+    "summed gradients": "were added up where",
+    "rank 0 steps": "some replicas never step",
 }
 
 
@@ -346,11 +438,93 @@ def test_each_planted_bug_alone_fails_exactly_its_own_cases_and_the_outcome(bug)
     assert failing == should_fail
 
 
+SYMPTOMS = {  # what the first failed check shows: the check's name, as a symptom
+    "seed per rank": "no example is read by two ranks",
+    "no set_epoch": "epoch 1 reads the examples in another order",
+    "batch norm": "do not depend on which examples share a shard",
+    "summed gradients": "the first step, and .grad",
+    "rank 0 steps": "every replica's weights have moved",
+}
+
+
 @pytest.mark.parametrize("bug", BUGS)
 def test_each_planted_bug_is_named_in_the_hint_and_nudged_first(feedback, bug):
     function = make_train_data_parallel(bug)
-    assert NAMED[bug] in feedback("ch7.train_data_parallel", function)
-    assert NAMED[bug] not in feedback("ch7.train_data_parallel", function, attempt=1)
+    first, second, third = (
+        feedback("ch7.train_data_parallel", function, attempt=attempt) for attempt in (1, 2, 3)
+    )
+    assert NAMED[bug] in third
+    assert NAMED[bug] not in first and NAMED[bug] not in second
+    assert SYMPTOMS[bug] in first and "expected:" not in first and "got:" not in first
+    assert "expected:" in second
+
+
+def test_the_first_check_of_the_handed_out_code_lists_symptoms_only(feedback):
+    handed_out = notebook_functions(handed_out=True)["train_data_parallel"]
+    text = feedback("ch7.train_data_parallel", handed_out, attempt=1)
+    for words in ("both read", "epoch 0's batches again", "training mode", "times the size"):
+        assert words not in text
+    assert all(symptom in text for symptom in SYMPTOMS.values())
+
+
+def test_no_debug_hint_dictates_the_fix(feedback):
+    text = feedback("ch7.train_data_parallel", make_train_data_parallel(*BUGS), attempt=3)
+    for dictated in ("the same seed on every rank", "back in eval mode", "put its BatchNorm"):
+        assert dictated not in text
+
+
+def summed_gradients_with_a_smaller_lr(
+    model, inputs, targets, world, global_batch, epochs, lr, seed=0
+):
+    """The reviewer's attempt: .grad keeps the sum, the learning rate is divided by the world."""
+    train = make_train_data_parallel("summed gradients")
+    return train(model, inputs, targets, world, global_batch, epochs, lr / world, seed)
+
+
+def test_summed_gradients_with_the_learning_rate_divided_fail_the_averaging_case():
+    params = debug_params()
+    result = run_cases("ch7.train_data_parallel", summed_gradients_with_a_smaller_lr, params)
+    failing = {
+        p["check"] for p, case in zip(params, result.cases, strict=True) if case.status != "passed"
+    }
+    assert failing == {"averaging"}
+    (case,) = [c for p, c in zip(params, result.cases, strict=True) if p["check"] == "averaging"][
+        :1
+    ]
+    assert "holds 2 times the average, the sum" in case.hint
+
+
+def test_an_unusual_correct_fix_passes(feedback):
+    """One optimizer on rank 0, its weights copied to the others after each step; eval() for the
+    replicas instead of freezing BatchNorm layer by layer."""
+
+    def synced_from_rank_0(model, inputs, targets, world, global_batch, epochs, lr, seed=0):
+        replicas = [copy.deepcopy(model).eval() for _ in range(world)]
+        optimizer = torch.optim.SGD(replicas[0].parameters(), lr=lr)
+        per_rank = global_batch // world
+        for epoch in range(epochs):
+            order = torch.randperm(
+                len(inputs), generator=torch.Generator().manual_seed(seed + epoch)
+            )
+            for step in range(len(inputs) // global_batch):
+                for rank, replica in enumerate(replicas):
+                    rows = order[rank::world][step * per_rank : (step + 1) * per_rank]
+                    replica.zero_grad()
+                    nn.functional.cross_entropy(replica(inputs[rows]), targets[rows]).backward()
+                for copies in zip(*(replica.parameters() for replica in replicas), strict=True):
+                    average = torch.stack([p.grad for p in copies]).mean(0)
+                    for p in copies:
+                        p.grad = average.clone()
+                optimizer.step()
+                with torch.no_grad():
+                    for replica in replicas[1:]:
+                        for mine, first in zip(
+                            replica.parameters(), replicas[0].parameters(), strict=True
+                        ):
+                            mine.copy_(first)
+        return replicas
+
+    assert "passed (6/6 cases)" in feedback("ch7.train_data_parallel", synced_from_rank_0)
 
 
 def test_the_broken_function_as_handed_out_fails_every_case(feedback):
@@ -370,7 +544,9 @@ def test_returning_something_else_than_the_replicas_is_explained(feedback):
         make_train_data_parallel()(model, inputs, targets, world, global_batch, epochs, lr, seed)
         return model.state_dict()
 
-    assert "return the list of replicas" in feedback("ch7.train_data_parallel", returns_the_model)
+    assert "return the list of replicas" in feedback(
+        "ch7.train_data_parallel", returns_the_model, attempt=3
+    )
 
 
 # --- train_at_scale: target on hidden data, within the budget -------------------------------------------
@@ -389,7 +565,8 @@ def test_the_plain_baseline_misses_the_target_on_every_split(index):
         pytest.skip("fewer splits")
     result = run_cases("ch7.train_at_scale", recipe_unchanged, [params[index]])
     (case,) = result.cases
-    assert case.status == "failed" and "linear scaling rule" in case.hint, case.got
+    assert case.status == "failed" and "how far" in case.hint, case.got
+    assert "linear scaling" not in case.hint and "warm-up" not in case.hint
 
 
 @pytest.mark.parametrize("function", [recipe_at_its_own_batch, extra_epochs])
@@ -464,3 +641,55 @@ def small_batches_after_replacing_the_first_layer(
 )
 def test_the_budget_cannot_be_dodged_by_going_around_the_network(feedback, function):
     assert "went over its budget" in feedback("ch7.train_at_scale", function)
+
+
+def trained_in_a_fresh_network(model, inputs, targets, global_batch, epochs, base_lr, base_batch):
+    """The reviewer's dodge: the weights copied into a network built here, trained at the
+    recipe's own batch (8 times the steps), copied back."""
+    fresh = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 4))
+    fresh.load_state_dict(model.state_dict())
+    recipe_at_its_own_batch(fresh, inputs, targets, global_batch, 8 * epochs, base_lr, base_batch)
+    model.load_state_dict(fresh.state_dict())
+    return model
+
+
+def hand_written_forward(model, inputs, targets, global_batch, epochs, base_lr, base_batch):
+    """The reviewer's other dodge: the layers' weights used directly, never calling a module."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=base_lr, momentum=0.9)
+    for start in range(0, 32 * len(inputs), base_batch):
+        rows = torch.arange(start, start + base_batch) % len(inputs)
+        hidden = nn.functional.linear(inputs[rows], model[0].weight, model[0].bias).relu()
+        outputs = nn.functional.linear(hidden, model[2].weight, model[2].bias)
+        loss = nn.functional.cross_entropy(outputs, targets[rows])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model
+
+
+@pytest.mark.parametrize("function", [trained_in_a_fresh_network, hand_written_forward])
+def test_the_budget_counts_every_network_and_every_forward(function):
+    params = experiment_params()
+    result = run_cases("ch7.train_at_scale", function, params)
+    for case in result.cases:
+        assert case.status == "failed" and "went over its budget" in case.hint, case.got
+
+
+def test_a_pass_shows_the_score_and_the_bar(feedback):
+    text = feedback("ch7.train_at_scale", train_at_scale_as_solved)
+    assert (
+        "on the check's validation split" in text
+        and "(needed: >= 72% within 16 steps of 256)" in text
+    )
+
+
+def half_the_scaling(model, inputs, targets, global_batch, epochs, base_lr, base_batch):
+    """A learning rate scaled by 2 instead of 8: the weights still travel too little."""
+    return train_at_scale(
+        model, inputs, targets, global_batch, epochs, 2 * base_lr, global_batch, 1
+    )
+
+
+def test_half_hearted_scaling_misses_the_target_on_every_split():
+    result = run_cases("ch7.train_at_scale", half_the_scaling, experiment_params())
+    assert all(case.status == "failed" and "how far" in case.hint for case in result.cases)

@@ -1,9 +1,9 @@
 """Exercises of chapter 2: optimizers (solutions/02_optimizers.ipynb).
 
 - ``ch2.momentum_step``: heavy-ball momentum, from the idea (warm-up);
-- ``ch2.nesterov_step`` (derive): Nesterov's method from its verbal description, in the
-  look-ahead form the chapter did not write out; the probe records where the learner asks
-  for the gradient;
+- ``ch2.nesterov_step`` (derive): Nesterov's method from its verbal description, for a
+  velocity that holds steps (v <- beta v - lr g, w <- w + v), a convention the chapter did not
+  use; the probe records where the learner asks for the gradient;
 - ``ch2.adam_step``: Adam's update with bias correction, from a description in words;
 - ``ch2.fix_adamw`` (debug): AdamW from scratch with four planted bugs, each graded on its own
   by a probe whose loss makes only that bug visible, and the outcome against ``torch.optim``;
@@ -13,7 +13,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib
 
 import torch
 from torch import nn
@@ -42,7 +44,7 @@ def _momentum_step_case(params: dict) -> Case:
     shape = params["shape"]
     w, grad, velocity = (torch.randn(shape, generator=generator) for _ in range(3))
     lr, beta = params["lr"], params["beta"]
-    return compare_with_reference(
+    case = compare_with_reference(
         f"shape {tuple(shape)}, lr = {lr}, beta = {beta}",
         (w, grad, velocity, lr, beta),
         reference=_momentum_reference,
@@ -59,6 +61,14 @@ def _momentum_step_case(params: dict) -> Case:
                 "is the velocity an average of gradients, or a decayed sum?",
             ),
             Mistake(
+                lambda w, g, v, lr, b: (w + (b * v - lr * g), b * v - lr * g),
+                "your velocity holds steps (the rate folded in, with the minus sign); here the "
+                "velocity holds gradients: decay it by beta and add the whole gradient, then move "
+                "w against it, scaled by lr",
+                "what does this exercise's velocity hold: gradients, or steps already scaled by "
+                "lr?",
+            ),
+            Mistake(
                 lambda w, g, v, lr, b: (w - lr * (b * v + g), v),
                 "the velocity you returned is the old one: the caller needs the updated one for "
                 "the next step",
@@ -69,15 +79,55 @@ def _momentum_step_case(params: dict) -> Case:
         in_place_hint="an input tensor was changed in place: build new tensors for w and the "
         "velocity",
     )
+    return _naming_the_outputs(case, _momentum_reference, (w, grad, velocity, lr, beta))
+
+
+_IN_PLACE_NUDGE = "the caller still holds the tensors you were given: do they keep their values?"
+
+
+def _listed(names: list[str]) -> str:
+    return " and ".join(names)
+
+
+def _naming_the_outputs(
+    case: Case, reference, inputs, names=("the new w", "the new velocity")
+) -> Case:
+    """The case, with a hint naming which output is off when no mistake matched."""
+    expected = reference(*(x.clone() if isinstance(x, torch.Tensor) else x for x in inputs))
+
+    def judge(report) -> Verdict:
+        verdict = case.judge(report)
+        if report.get("modified") and not verdict.passed:
+            return Verdict(False, verdict.expected, verdict.got, verdict.hint, _IN_PLACE_NUDGE)
+        value = report.get("value")
+        if verdict.passed or verdict.hint or not isinstance(value, tuple | list):
+            return verdict
+        if len(value) != len(names):
+            return verdict
+        wrong = [
+            n
+            for n, got, want in zip(names, value, expected, strict=True)
+            if not close(got, want, 1e-5)
+        ]
+        if not wrong:
+            return verdict
+        right = [n for n in names if n not in wrong]
+        hint = f"{_listed(wrong)} {'is' if len(wrong) == 1 else 'are'} off"
+        if right:
+            hint += f", {_listed(right)} {'is' if len(right) == 1 else 'are'} right"
+        return Verdict(False, verdict.expected, verdict.got, hint + ": compare them line by line")
+
+    return Case(case.description, case.probe, judge)
 
 
 # --- ch2.nesterov_step (derive) ------------------------------------------------------------------------
 
 
 def _nesterov_reference(w, velocity, curvature, lr, beta):
-    lookahead = w - lr * beta * velocity
-    velocity = beta * velocity + curvature @ lookahead
-    return w - lr * velocity, velocity
+    """Nesterov with a velocity that holds steps: v <- beta v - lr g(ahead), w <- w + v."""
+    lookahead = w + beta * velocity
+    velocity = beta * velocity - lr * (curvature @ lookahead)
+    return w + velocity, velocity
 
 
 def probe_nesterov(nesterov_step, w, velocity, curvature, lr, beta):
@@ -89,34 +139,48 @@ def probe_nesterov(nesterov_step, w, velocity, curvature, lr, beta):
         asked.append(point.detach().clone())
         return curvature @ point
 
-    value = nesterov_step(w.clone(), velocity.clone(), gradient_at, lr, beta)
-    return {"value": value, "asked_at": asked}
+    given = (w.clone(), velocity.clone())
+    value = nesterov_step(*given, gradient_at, lr, beta)
+    modified = not (torch.equal(given[0], w) and torch.equal(given[1], velocity))
+    return {"value": value, "asked_at": asked, "modified": modified}
 
 
-_WRONG_POINTS = (  # (the point, made from w, b, lr and beta; hint; nudge)
+_WRONG_POINTS = (  # (the point, made from w, v, lr and beta; hint; nudge)
     (
-        lambda w, b, lr, beta: w,
+        lambda w, v, lr, beta: w,
         "you asked for the gradient where the weights are: that is heavy-ball momentum. "
         "Nesterov asks where the velocity is about to carry the weights",
         "where will the velocity carry the weights if nothing else changes?",
     ),
     (
-        lambda w, b, lr, beta: w + lr * beta * b,
-        "your look-ahead goes the wrong way: the velocity carries the weights the way the "
-        "step moves them, which is against the velocity's sign",
-        "in a momentum step, does w move along +velocity or -velocity?",
+        lambda w, v, lr, beta: w - beta * v,
+        "your look-ahead goes the wrong way: this velocity holds steps, minus sign included, "
+        "so the weights move along it, not against it",
+        "in this convention, does w move along +velocity or -velocity?",
     ),
     (
-        lambda w, b, lr, beta: w - lr * b,
+        lambda w, v, lr, beta: w + v,
         "your look-ahead uses the whole old velocity; before any new gradient arrives, the "
         "velocity is first decayed by beta",
         "what happens to the velocity at the start of a step, before the new gradient is added?",
     ),
     (
-        lambda w, b, lr, beta: w - beta * b,
-        "your look-ahead is missing the learning rate: the weights move by lr times the velocity",
-        "how far does a velocity b move the weights in one step?",
+        lambda w, v, lr, beta: w - lr * beta * v,
+        "that is section 1's look-ahead, written for a velocity that holds gradients. Here the "
+        "velocity holds steps, with the learning rate and the sign already inside it",
+        "how far does this exercise's velocity move the weights in one step?",
     ),
+    (
+        lambda w, v, lr, beta: w + lr * beta * v,
+        "your look-ahead scales the velocity by the learning rate, but this velocity holds "
+        "steps: lr is already inside it",
+        "how far does this exercise's velocity move the weights in one step?",
+    ),
+)
+
+_NESTEROV_IN_PLACE = (
+    "an input tensor was changed in place: build new tensors for w and the velocity, as in "
+    "Exercise 2.1"
 )
 
 
@@ -126,12 +190,21 @@ def _nesterov_case(params: dict) -> Case:
     basis = torch.linalg.qr(torch.randn(size, size, generator=generator, dtype=torch.float64))[0]
     curvature = basis @ torch.diag(torch.logspace(0, 1, size, dtype=torch.float64)) @ basis.T
     w, velocity = (torch.randn(size, generator=generator, dtype=torch.float64) for _ in range(2))
+    velocity = params["lr"] * velocity  # a velocity of steps: the size of a step
     lr, beta = params["lr"], params["beta"]
     expected_w, expected_velocity = _nesterov_reference(w, velocity, curvature, lr, beta)
-    lookahead = w - lr * beta * velocity
+    lookahead = w + beta * velocity
 
     def judge(report) -> Verdict:
         asked, value = report["asked_at"], report["value"]
+        if report["modified"]:
+            return Verdict(
+                False,
+                "the inputs left unchanged",
+                "an input modified in place",
+                _NESTEROV_IN_PLACE,
+                _IN_PLACE_NUDGE,
+            )
         if len(asked) != 1:
             return Verdict(
                 False,
@@ -153,24 +226,23 @@ def _nesterov_case(params: dict) -> Case:
             return Verdict(True)
         expected = describe((expected_w, expected_velocity))
         gradient = curvature @ lookahead
-        shifted = w - lr * (gradient + beta * expected_velocity)
+        shifted = w - lr * gradient + beta * expected_velocity
         if isinstance(value, tuple | list) and len(value) == 2 and close(value[0], shifted, 1e-6):
             return Verdict(
                 False,
                 expected,
                 describe(value),
-                "you asked at the right point, then stepped as torch's shifted form does; that "
+                "you asked at the right point, then stepped as the shifted form does; that "
                 "form tracks the look-ahead point, not w. Here, after the look-ahead gradient, "
-                "the step is an ordinary heavy-ball step",
-                "once you have the look-ahead gradient, what is left is the step of "
-                "ch2.momentum_step",
+                "the step is an ordinary momentum step in this convention",
+                "once you have the look-ahead gradient, how do the velocity and w change?",
             )
         return Verdict(
             False,
             expected,
             describe(value),
             "the gradient is asked at the right point; the velocity update or the step after it "
-            "is off: return (new w, new velocity)",
+            "is off: return (new w, new velocity), the velocity holding the step just taken",
         )
 
     return Case(
@@ -205,7 +277,7 @@ def _adam_step_case(params: dict) -> Case:
     lr, beta1, beta2, eps = params["lr"], 0.9, 0.999, 1e-8
     inputs = (w, grad, m, v, t, lr, beta1, beta2, eps)
     first = "your first step is 10x too small" if t == 1 else "your steps are too small early on"
-    return compare_with_reference(
+    case = compare_with_reference(
         f"step t = {t}, shape {tuple(shape)}, lr = {lr}",
         inputs,
         reference=_adam_reference,
@@ -213,7 +285,7 @@ def _adam_step_case(params: dict) -> Case:
             Mistake(
                 lambda *a: _adam_reference(*a, correct_m=False),
                 f"bias correction missing for m: {first}; m starts at zero and needs correcting "
-                "by the share of weight its average has gathered after t steps",
+                "by the share of weight its average has gathered after t steps (section 3)",
                 "m starts at zero: after one step, how large is it compared with the gradient?",
             ),
             Mistake(
@@ -236,7 +308,11 @@ def _adam_step_case(params: dict) -> Case:
             ),
         ],
         shape_hint="return a triple: the new parameters, the new m and the new v",
-        in_place_hint="an input tensor was changed in place: build new tensors for w, m and v",
+        in_place_hint="an input tensor was changed in place: the caller keeps the old w, m "
+        "and v, so build new tensors and return them",
+    )
+    return _naming_the_outputs(
+        case, _adam_reference, inputs, ("the new w", "the new m", "the new v")
     )
 
 
@@ -251,6 +327,35 @@ def _adam_step_case(params: dict) -> Case:
 # - zeroing: the gradient's accumulation observed by a hook, whatever the steps do.
 
 
+class _WriteItFromScratch(RuntimeError):
+    pass
+
+
+def _refuse(*args, **kwargs):
+    raise _WriteItFromScratch(
+        "write AdamW from scratch: torch's and course_lib's optimizers are off during this check"
+    )
+
+
+@contextlib.contextmanager
+def _without_ready_made_optimizers():
+    """Every torch.optim.Optimizer (torch's, course_lib.optim's) refuses to be built meanwhile."""
+    functional = [importlib.import_module(f"torch.optim.{name}") for name in ("adam", "adamw")]
+    patched = [
+        (torch.optim.Optimizer, "__init__"),
+        (functional[0], "adam"),
+        (functional[1], "adamw"),
+    ]
+    saved = [(owner, name, owner.__dict__[name]) for owner, name in patched]
+    try:
+        for owner, name, _ in saved:
+            setattr(owner, name, _refuse)
+        yield
+    finally:
+        for owner, name, original in saved:
+            setattr(owner, name, original)
+
+
 def probe_adamw(adamw, kind, w0, slopes, steps, lr, weight_decay):
     """The learner's path on a linear loss ``slopes . w`` (``kind`` "linear"), or zero ("flat")."""
 
@@ -259,7 +364,8 @@ def probe_adamw(adamw, kind, w0, slopes, steps, lr, weight_decay):
             w.grad = None
         return (w * slopes).sum() if kind == "linear" else (w * 0).sum()
 
-    return adamw(loss_fn, w0.clone(), steps, lr=lr, weight_decay=weight_decay)
+    with _without_ready_made_optimizers():
+        return adamw(loss_fn, w0.clone(), steps, lr=lr, weight_decay=weight_decay)
 
 
 def probe_adamw_zeroing(adamw, w0, scales, steps, lr):
@@ -276,7 +382,8 @@ def probe_adamw_zeroing(adamw, w0, scales, steps, lr):
         fresh.append((scales * w).detach().clone())
         return 0.5 * (scales * w * w).sum()
 
-    adamw(loss_fn, w0.clone(), steps, lr=lr, weight_decay=0.0)
+    with _without_ready_made_optimizers():
+        adamw(loss_fn, w0.clone(), steps, lr=lr, weight_decay=0.0)
     return report
 
 
@@ -287,7 +394,8 @@ def probe_adamw_outcome(adamw, w0, curvature, centre, steps, lr, weight_decay):
         offset = w - centre
         return 0.5 * offset @ curvature @ offset
 
-    return adamw(loss_fn, w0.clone(), steps, lr=lr, weight_decay=weight_decay)
+    with _without_ready_made_optimizers():
+        return adamw(loss_fn, w0.clone(), steps, lr=lr, weight_decay=weight_decay)
 
 
 def _last_of(path) -> torch.Tensor:
@@ -338,7 +446,7 @@ def _decay_case(params: dict) -> Case:
         )
 
     return Case(
-        "the decay: with zero gradients, the weights shrink by the promised factor",
+        "probe A: five steps on a loss with zero gradient",
         Probe(probe_adamw, ("flat", w0, torch.zeros_like(w0), steps, lr, decay)),
         judge,
     )
@@ -367,7 +475,7 @@ def _moments_case(params: dict) -> Case:
         )
 
     return Case(
-        "the moments: a constant gradient gives steps of exactly lr",
+        "probe B: four steps against a constant gradient",
         Probe(probe_adamw, ("linear", w0, slopes, steps, lr, 0.0)),
         judge,
     )
@@ -402,7 +510,7 @@ def _units_case(params: dict) -> Case:
         )
 
     return Case(
-        "the units: a first step of lr, whatever the gradients' scale",
+        "probe C: one step, gradients of size 4",
         Probe(probe_adamw, ("linear", w0, slopes, 1, lr, 0.0)),
         judge,
     )
@@ -425,7 +533,7 @@ def _zeroing_case(params: dict) -> Case:
         )
 
     return Case(
-        "the gradients: each step sees only its own",
+        "probe D: the gradient in .grad after each backward",
         Probe(probe_adamw_zeroing, (w0, scales, 3, 0.01)),
         judge,
     )
@@ -472,12 +580,15 @@ def _adamw_outcome_case(params: dict) -> Case:
         if close(got, expected, 1e-6):
             return Verdict(True)
         if close(got, _torch_adamw_path(*inputs, decay_after=True), 1e-6):
-            hint = (
+            return Verdict(
+                False,
+                f"where torch.optim.AdamW ends: {describe(expected)}",
+                describe(got),
                 "your decay comes after Adam's step, so it also shrinks the step; torch's AdamW "
-                "shrinks the weights first, then takes the step"
+                "shrinks the weights first, then takes the step",
+                "in which order do the shrinking and Adam's step come?",
             )
-        else:
-            hint = "your AdamW and torch's part ways on a real loss: fix the cases above first"
+        hint = "your AdamW and torch's part ways on a real loss: fix the cases above first"
         return Verdict(
             False, f"where torch.optim.AdamW ends: {describe(expected)}", describe(got), hint
         )
@@ -532,19 +643,20 @@ def probe_digits(train_on_a_budget, split_seed, model_seed, budget):
     """
     train_x, train_y, test_x, _ = _digits(split_seed)
     model = _small_network(model_seed)
-    seen = [0]
+    first_layer, seen = model[0], [0]
 
     def count(module, inputs):
-        if torch.is_grad_enabled() and inputs and isinstance(inputs[0], torch.Tensor):
+        # every forward through the network passes its first layer, whoever calls it and how
+        if module is not first_layer or not torch.is_grad_enabled():
+            return
+        if inputs and isinstance(inputs[0], torch.Tensor):
             seen[0] += len(inputs[0]) if inputs[0].dim() > 1 else 1
 
-    model.register_forward_pre_hook(count)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a network this small runs fastest on one; a busy machine stalls more
+    hook = nn.modules.module.register_module_forward_pre_hook(count)
     try:
         train_on_a_budget(model, train_x.clone(), train_y.clone(), budget)
     finally:
-        torch.set_num_threads(threads)
+        hook.remove()
     model.eval()
     with torch.no_grad():
         predictions = model(test_x).argmax(dim=1)
@@ -570,9 +682,11 @@ def _train_on_a_budget_case(params: dict) -> Case:
             return Verdict(False, "class predictions", describe(predictions), "")
         accuracy = (predictions == labels).double().mean().item()
         got = f"{accuracy:.1%} on the hidden test split, {spent} training examples"
-        if accuracy >= TARGET_ACCURACY:
-            return Verdict(True)
         wanted = f"at least {TARGET_ACCURACY:.0%} on the hidden test split"
+        if spent == 0:  # trained by some route the count cannot see, or not at all
+            return Verdict(False, wanted, got, *_digits_advice(accuracy, spent, budget))
+        if accuracy >= TARGET_ACCURACY:
+            return Verdict(True, f">= {TARGET_ACCURACY:.0%}", got)
         return Verdict(False, wanted, got, *_digits_advice(accuracy, spent, budget))
 
     return Case(
@@ -586,7 +700,8 @@ def _digits_advice(accuracy: float, spent: int, budget: int) -> tuple[str, str]:
     """(hint, nudge) for a network that missed the target."""
     if spent == 0:
         return (
-            "the network was not trained: no example went through it with gradients on",
+            "the network was not trained: no example went through its layers with gradients "
+            "on. Train the network you are given, in place, by calling it on batches",
             "train the network you are given, in place",
         )
     if spent < budget // 2:
@@ -602,8 +717,8 @@ def _digits_advice(accuracy: float, spent: int, budget: int) -> tuple[str, str]:
         )
     return (
         "trained, but not far enough in the budget: section 5 found the learning rate matters "
-        "more than the optimizer, and torch's default rate for Adam far too small at a "
-        "budget like this one. Tune the rate on a log scale on validation data",
+        "more than the optimizer. Your learning rate is likely too small for this budget: "
+        "tune it on a log scale on the validation split",
         "which learning rates did you try, and how far apart?",
     )
 
@@ -636,12 +751,12 @@ EXERCISES = [
             {"seed": 0, "size": 2, "lr": 0.1, "beta": 0.9},
             {"seed": 1, "size": 4, "lr": 0.05, "beta": 0.5},
         ],
-        nudge="section 1 says in words where Nesterov measures the gradient: turn that into a "
-        "point, then finish the step as heavy ball would",
-        praise="you turned 'where the velocity is about to carry the weights' into a point, "
-        "and the rest into a heavy-ball step.",
-        next_step="show that your step and torch's shifted form, run side by side, follow "
-        "the same path one look-ahead apart.",
+        nudge="section 1 describes Nesterov for a velocity of gradients; here the velocity "
+        "holds steps. Where does this velocity carry the weights if nothing else changes?",
+        praise="you translated Nesterov's look-ahead into a convention the chapter did not "
+        "use, and finished with a momentum step in it.",
+        next_step="show that your step and torch's SGD with nesterov=True, run side by side, "
+        "follow the same path one look-ahead apart, once you convert the velocities.",
         kind="derive",
         minutes=8,
     ),
@@ -658,7 +773,8 @@ EXERCISES = [
         nudge="m and v are moving averages of the gradient and of its square, and both start "
         "at zero: what does that do to the first steps?",
         praise="your moving averages, their bias correction and the step all match torch's Adam.",
-        next_step="set beta1 = 0 and compare your step with RMSprop's from chapter 2.",
+        next_step="print the size of your first ten steps on a constant gradient, with and "
+        "without the correction: which steps does it change, and by how much?",
         kind="implement",
         minutes=8,
     ),
@@ -678,7 +794,7 @@ EXERCISES = [
         nudge="feed it losses whose answer you know: a zero gradient, a constant one, one "
         "step; and compare with torch.optim.AdamW",
         praise="you found all four: moments that forgot, decay inside the adaptive step, a "
-        "step in the wrong units, and gradients that piled up.",
+        "step in the wrong units, and gradients that piled up, and wrote AdamW yourself.",
         next_step="switch the decay into the gradient on purpose and rerun section 3's noise "
         "experiment with your function.",
         kind="debug",

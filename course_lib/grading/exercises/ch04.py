@@ -1,6 +1,6 @@
 """Exercises of chapter 4: generalization (solutions/04_generalization.ipynb).
 
-Five exercises: inverted dropout, the early-stopping rule and the cosine schedule worked out
+Five exercises: dropout as first published, the early-stopping rule and the cosine schedule worked out
 from their descriptions (derive), a training loop with early stopping and four planted bugs
 (debug), and regularisation chosen on validation data that must beat plain training on a
 split the learner never sees, within a budget of optimizer steps (experiment).
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from course_lib.data import Split, digits_splits, per_class_subset, with_wrong_labels
+from course_lib.grading.probing import one_thread
 from course_lib.grading.spec import Case, Exercise, Probe, Verdict, describe
 from course_lib.models import mlp
 
@@ -58,21 +59,6 @@ def _accuracy(predictions, targets: torch.Tensor) -> float | None:
     return (predictions.long() == targets).float().mean().item()
 
 
-@contextlib.contextmanager
-def _one_thread():
-    """Run the learner's training on one thread, the budget the cases are sized for.
-
-    Networks this small train fastest on one thread; on a busy machine, threads that fight
-    over the cores made the same run several times slower, past the time limit.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _predictions(model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     """Class indices the model predicts, in eval mode and without gradients."""
     model.eval()
@@ -102,41 +88,45 @@ def probe_dropout(dropout, p: float, seed: int) -> dict:
     return {"evaluated": evaluated, "trained": trained, "modified": not torch.equal(x, original)}
 
 
+def _is_like(answer, x: torch.Tensor) -> bool:
+    return isinstance(answer, torch.Tensor) and answer.shape == x.shape and answer.dtype == x.dtype
+
+
+def _constant_ratio(answer: torch.Tensor, x: torch.Tensor) -> float | None:
+    """The one factor ``answer`` is x times, None when the entries have no common factor."""
+    ratio = answer / x
+    scale = ratio.mean().item()
+    return scale if torch.allclose(ratio, torch.full_like(ratio, scale), rtol=1e-5) else None
+
+
 def _judge_dropout(p: float, seed: int, report: dict) -> Verdict:
     x = _dropout_input(seed)
     evaluated, trained = report["evaluated"], report["trained"]
-    if not isinstance(evaluated, torch.Tensor) or not torch.equal(evaluated, x):
-        return Verdict(
-            False,
-            "x unchanged when training=False",
-            describe(evaluated),
-            "in evaluation dropout does nothing: with training=False, give x back as it came",
-            "what should a network in eval mode do with its dropout layers?",
-        )
+    for answer, mode in ((evaluated, "evaluation"), (trained, "training")):
+        if not _is_like(answer, x):
+            return Verdict(
+                False,
+                f"a {x.dtype} tensor of shape {tuple(x.shape)} in {mode}",
+                describe(answer),
+                "return a tensor of the same shape and dtype as x: a mask of booleans or of "
+                "another dtype must not change x's dtype",
+                "compare the shape and dtype of what you return with those of x",
+            )
     if report["modified"]:
         return Verdict(
             False,
             "x left unchanged",
             "x was modified in place",
             "x was modified in place: the caller's tensor changed; compute the output as a new "
-            "tensor instead of writing zeros into x",
-            "after your call in training mode, is the caller's x still what it was?",
+            "tensor instead of writing into x",
+            "after your calls, is the caller's x still what it was?",
         )
-    if (
-        not isinstance(trained, torch.Tensor)
-        or trained.shape != x.shape
-        or trained.dtype != x.dtype
-    ):
-        return Verdict(
-            False,
-            f"a {x.dtype} tensor of shape {tuple(x.shape)}",
-            describe(trained),
-            "return a tensor of the same shape and dtype as x: a mask of booleans or of another "
-            "dtype must not change x's dtype",
-            "compare the shape and dtype of what you return with those of x",
-        )
+    return _judge_training(p, x, trained) or _judge_evaluation(p, x, evaluated)
+
+
+def _judge_training(p: float, x: torch.Tensor, trained: torch.Tensor) -> Verdict | None:
     dropped = (trained == 0).float().mean().item()
-    expected = f"about {p:.0%} of the entries zeroed"
+    expected = f"in training, about {p:.0%} of the entries zeroed"
     if abs(dropped - (1 - p)) < 0.01 and abs(p - 0.5) > 0.05:
         return Verdict(
             False,
@@ -150,37 +140,80 @@ def _judge_dropout(p: float, seed: int, report: dict) -> Verdict:
             False,
             expected,
             f"{dropped:.1%} zeroed",
-            "each entry is dropped on its own, with probability p: draw one uniform random "
-            "number per entry and compare it with p",
+            "each entry is dropped on its own, with probability p: one random draw per entry, "
+            "compared with p",
             "how many entries does your function zero, compared with p?",
         )
     kept = trained != 0
-    scale = (trained[kept] / x[kept]).mean().item()
-    right = 1 / (1 - p)
-    mistakes = {
-        1.0: "the kept entries were not rescaled, so the output's mean is a fraction 1 - p of "
-        "x's: scale up the survivors so that every entry keeps its expected value",
-        1 - p: "you shrank the kept entries instead of enlarging them: only a fraction 1 - p "
-        "of them survive, so each must grow to keep the mean of x",
-    }
-    for wrong, hint in mistakes.items():
-        if abs(scale - wrong) < 1e-4 and abs(wrong - right) > 1e-3:
-            return Verdict(
-                False,
-                f"kept entries multiplied by {right:.4g}",
-                f"kept entries multiplied by {scale:.4g}",
-                hint,
-                "compare the mean of your output with the mean of x: should they differ?",
-            )
-    if not torch.allclose(trained[kept], x[kept] * right, rtol=1e-5):
+    if torch.equal(trained[kept], x[kept]):
+        return None
+    scale = _constant_ratio(trained[kept], x[kept])
+    inverted = 1 / (1 - p)
+    if scale is not None and abs(scale - inverted) < 0.03 * inverted:
         return Verdict(
             False,
-            f"each kept entry equal to x times {right:.4g}",
-            "other values",
-            "a kept entry is x's own entry, times one scale that is the same for all of them",
-            "look at a few kept entries next to x's: what is their ratio?",
+            "in training, each kept entry left as it is",
+            f"kept entries multiplied by {scale:.4g}",
+            "you rescaled the survivors in training, as inverted dropout (section 3) does: in "
+            "dropout as first published, training leaves them alone and evaluation makes up "
+            "for the dropped entries",
+            "in this version, which of the two modes does the rescaling?",
         )
-    return Verdict(True)
+    return Verdict(
+        False,
+        "in training, each kept entry left as it is",
+        "kept entries changed",
+        "in training a kept entry is x's own entry, unchanged; only the dropped ones change",
+        "look at a few kept entries next to x's: are they equal?",
+    )
+
+
+def _judge_evaluation(p: float, x: torch.Tensor, evaluated: torch.Tensor) -> Verdict:
+    right = 1 - p
+    scale = _constant_ratio(evaluated, x)
+    if scale is not None and abs(scale - right) < 1e-4:
+        return Verdict(True)
+    expected = f"in evaluation, x times {right:.4g} (the same every call)"
+    got = "entries with no common factor" if scale is None else f"x times {scale:.4g}"
+    nudge = "in training, what is the average of one output entry over many draws of the mask?"
+    mistakes = (
+        (
+            1.0,
+            "evaluation gives x as it is, but in training each entry's expected value was "
+            "smaller: the layers after dropout learned on that, so evaluation must give them "
+            "the same expected value",
+        ),
+        (
+            1 / right,
+            "that is inverted dropout's factor, which enlarges the survivors in training; here "
+            "training leaves them alone, so evaluation must shrink x, not enlarge it",
+        ),
+        (
+            p,
+            "you scaled by p, the probability to DROP: which fraction of an entry survives "
+            "training on average?",
+        ),
+    )
+    for wrong, hint in mistakes:
+        if scale is not None and abs(scale - wrong) < 1e-4 and abs(wrong - right) > 1e-3:
+            return Verdict(False, expected, got, hint, nudge)
+    if scale is not None and abs(scale - right) < 0.03 * right:
+        return Verdict(
+            False,
+            expected,
+            got,
+            "close, but the factor follows from p alone, not from how many entries one "
+            "random draw kept: evaluation draws nothing and gives the same answer every time",
+            "does your evaluation draw random numbers?",
+        )
+    return Verdict(
+        False,
+        expected,
+        got,
+        "at evaluation, every entry is x's own entry times one factor, worked out from p so "
+        "that it equals the entry's expected value in training",
+        nudge,
+    )
 
 
 def _dropout_case(params: dict) -> Case:
@@ -222,6 +255,15 @@ def _every_epoch(decide, losses: list[float], patience: int) -> list[bool]:
     return [bool(decide(list(losses[: end + 1]), patience)) for end in range(len(losses))]
 
 
+def _asked(losses: list[float], patience: int) -> int:
+    """How many times a loop asks: up to and including the epoch where training stops.
+
+    A real loop never asks again, so what a rule says after that epoch is not graded.
+    """
+    stops = _every_epoch(_reference_should_stop, losses, patience)
+    return stops.index(True) + 1 if True in stops else len(losses)
+
+
 def probe_should_stop(should_stop, val_losses: list[float], patience: int) -> list:
     """The learner's decision after each epoch of ``val_losses``."""
     return [should_stop(list(val_losses[: end + 1]), patience) for end in range(len(val_losses))]
@@ -254,17 +296,24 @@ def _should_stop_case(params: dict) -> Case:
     losses, patience = params["val_losses"], params["patience"]
 
     def judge(got: list) -> Verdict:
-        got = [bool(decision) for decision in got]
-        expected = _every_epoch(_reference_should_stop, losses, patience)
+        if len(got) != len(losses):
+            return Verdict(False, f"{len(losses)} decisions", f"{len(got)}")
+        asked = _asked(losses, patience)
+        expected = _every_epoch(_reference_should_stop, losses, patience)[:asked]
+        answered = [bool(decision) for decision in got]
+        got = answered[:asked]
         if got == expected:
             return Verdict(True)
-        if len(got) != len(expected):
-            return Verdict(False, f"{len(expected)} decisions", f"{len(got)}")
         first = next(i for i, (g, e) in enumerate(zip(got, expected, strict=True)) if g != e)
         where = f"after epoch {first + 1} (losses {losses[: first + 1]}): "
-        for wrong, hint, nudge in _SHOULD_STOP_MISTAKES:
-            if got == _every_epoch(wrong, losses, patience):
-                return Verdict(False, where + str(expected[first]), str(got[first]), hint, nudge)
+        wrong_rules = [
+            (_every_epoch(wrong, losses, patience), *rest) for wrong, *rest in _SHOULD_STOP_MISTAKES
+        ]
+        matches = [m for m in wrong_rules if m[0] == answered] or [
+            m for m in wrong_rules if m[0][:asked] == got
+        ]
+        for _, hint, nudge in matches[:1]:
+            return Verdict(False, where + str(expected[first]), str(got[first]), hint, nudge)
         return Verdict(
             False,
             where + str(expected[first]),
@@ -303,6 +352,10 @@ def _whole_period(e, t, hi, lo):
     return lo + (hi - lo) * (1 + math.cos(2 * math.pi * e / t)) / 2
 
 
+def _one_epoch_early(e, t, hi, lo):
+    return lo + (hi - lo) * (1 + math.cos(math.pi * e / (t - 1))) / 2
+
+
 def _rising(e, t, hi, lo):
     return lo + (hi - lo) * (1 - math.cos(math.pi * e / t)) / 2
 
@@ -330,6 +383,13 @@ _COSINE_MISTAKES = (
         "half a cosine, not a whole one: the angle goes from 0 to half a turn over the run, "
         "so the rate never climbs back up",
         "does your rate climb again in the second half of the run?",
+    ),
+    (
+        _one_epoch_early,
+        "your rate reaches lr_min one epoch early, at the last epoch of the run: the schedule "
+        "reaches lr_min at epoch == total_epochs, just after the last epoch, so the angle is "
+        "half a turn only there",
+        "what is your rate at epoch total_epochs - 1, and at epoch total_epochs?",
     ),
     (
         _rising,
@@ -461,18 +521,16 @@ class _Recorder:
         images = self.current["images"]
         for split in (r[0] if r else "other" for r in rows):
             images[split] = images.get(split, 0) + 1
-        targets = self._targets(rows)
-        if targets is not None and isinstance(output, torch.Tensor) and output.dim() == 2:
-            loss = F.cross_entropy(output.float(), targets, reduction="sum").item()
-            self.current["loss_sum"] += loss
-            self.current["rows"] += len(rows)
-
-    def _targets(self, rows) -> torch.Tensor | None:
-        if not rows or any(r is None for r in rows):
-            return None
-        train, val, _ = _noisy_digits(self.data_seed)
-        splits = {"train": train.targets, "val": val.targets}
-        return torch.stack([splits[split][i] for split, i in rows])
+        # the loop's validation loss: its outputs on validation images only (a call on other
+        # images in the same evaluation, a diagnostic of training accuracy, is no part of it)
+        positions = [at for at, r in enumerate(rows) if r and r[0] == "val"]
+        if positions and isinstance(output, torch.Tensor) and output.shape[:1] == (len(rows),):
+            if output.dim() != 2:
+                return
+            targets = _noisy_digits(self.data_seed)[1].targets[[rows[at][1] for at in positions]]
+            outputs = output[positions].float()
+            self.current["loss_sum"] += F.cross_entropy(outputs, targets, reduction="sum").item()
+            self.current["rows"] += len(positions)
 
 
 def _flat_weights(model: torch.nn.Module) -> torch.Tensor:
@@ -501,7 +559,7 @@ def probe_early_stopping(
     split, the mean cross-entropy of the loop's own outputs), ``kept`` (the evaluation whose
     weights the returned model has, None if none) and ``predictions`` on the test images.
     """
-    with _one_thread():
+    with one_thread():
         return _run_early_stopping(train_early_stopped, data_seed, model_seed, epochs, patience)
 
 
@@ -545,7 +603,7 @@ DEBUG_OUTCOME_MARGIN = 0.03  # the kept model's test accuracy may trail the fixe
 
 @functools.cache
 def _reference_early_stopping(data_seed, model_seed, epochs, patience) -> dict:
-    with _one_thread():
+    with one_thread():
         return _run_early_stopping(
             _reference_train_early_stopped, data_seed, model_seed, epochs, patience
         )
@@ -562,8 +620,8 @@ def _judge_validation_mode(report: dict) -> Verdict:
             "the model in eval mode whenever the loop validates it",
             f"{in_train_mode} of {sum(r['calls'] for r in rounds)} validation calls in train mode",
             "the validation loss is measured with dropout still on: each epoch's loss is that "
-            "of a random sub-network, so early stopping reacts to noise. Switch the model to "
-            "evaluation mode before it is validated",
+            "of a random sub-network, so early stopping reacts to noise and may keep a "
+            "worse epoch",
             "which mode is the model in when the loop measures the validation loss?",
         )
     return Verdict(True)
@@ -577,8 +635,8 @@ def _judge_training_mode(report: dict) -> Verdict:
             "the model in train mode for every training step",
             f"{training['in_eval_mode']} of {training['calls']} training steps in eval mode",
             "the model trains in evaluation mode, so dropout is off while it learns: it came "
-            "in that mode, or stayed in it after a validation. Put it in training mode at the "
-            "start of every epoch",
+            "in that mode, or stayed in it after a validation: which line sets the mode for "
+            "training, and does it run before every epoch's training steps?",
             "which mode is the model in while it takes its training steps?",
         )
     return Verdict(True)
@@ -590,7 +648,9 @@ def _judge_kept_weights(report: dict) -> Verdict:
         return _no_validation_seen()
     best = losses.index(min(losses))
     kept = report.get("kept")
-    expected = f"the weights of epoch {best + 1}, where the loop saw its lowest validation loss"
+    dropout_on = any(r["in_train_mode"] for r in report["rounds"])
+    measured = "as your loop measured it" + (" (dropout on)" if dropout_on else "")
+    expected = f"the weights of epoch {best + 1}, the lowest validation loss {measured}"
     if kept == best:
         return Verdict(True)
     if kept == len(losses) - 1:
@@ -599,8 +659,8 @@ def _judge_kept_weights(report: dict) -> Verdict:
             expected,
             f"the weights of the last epoch, {kept + 1}",
             "the weights put back are the last epoch's: what the loop saved as the best is "
-            "not a copy but a view of the live parameters, which kept training. Save a deep "
-            "copy of the weights at the best epoch",
+            "not a copy but a view of the live parameters, which kept training after the best "
+            "epoch",
             "print one weight of what the loop saved, at the best epoch and at the end: did it "
             "change?",
         )
@@ -623,16 +683,17 @@ def _judge_leakage(report: dict) -> Verdict:
             f"{leaked} validation images in training batches",
             "the validation images are trained on: the loop mixes them into the training set, so "
             "the validation loss no longer measures unseen data and early stopping cannot see "
-            "overfitting. Train on the training split alone",
+            "overfitting (nor can it tell you how the model does on unseen digits)",
             "which images end up in the training batches?",
         )
     seen = {split for r in report["rounds"] for split in r["images"]}
-    if report["rounds"] and seen != {"val"}:
+    if report["rounds"] and "val" not in seen:
         return Verdict(
             False,
             "validation on the validation images",
             f"validation on: {', '.join(sorted(seen))}",
-            "early stopping must watch the validation split, which training never sees",
+            "the loop never measures the validation images, so early stopping watches a "
+            "split it also trains on or one it cannot trust",
             "which images does the loop measure its validation loss on?",
         )
     return Verdict(True)
@@ -666,7 +727,8 @@ def _judge_outcome(params: dict, report: dict) -> Verdict:
         loss = "" if kept is None else f", validation loss {honest[kept]:.4f}"
         return Verdict(
             False,
-            f"epoch {best + 1}, the lowest validation loss in eval mode ({honest[best]:.4f})",
+            f"epoch {best + 1}, the lowest validation loss measured in eval mode "
+            f"({honest[best]:.4f})",
             got + loss,
             "the model returned is not the run's best on validation: the cases above name the "
             "bug that chose or kept the wrong epoch",
@@ -688,10 +750,19 @@ def _judge_outcome(params: dict, report: dict) -> Verdict:
 
 
 _DEBUG_CHECKS = {  # params["check"] -> (the case's description, its judge)
-    "eval mode": ("validated in eval mode (dropout off)", _judge_validation_mode),
-    "train mode": ("trained in train mode every epoch (dropout on)", _judge_training_mode),
-    "best weights": ("the best epoch's weights put back", _judge_kept_weights),
-    "leakage": ("validation images kept out of training", _judge_leakage),
+    "eval mode": (
+        "the validation loss of one set of weights is the same when measured twice",
+        _judge_validation_mode,
+    ),
+    "train mode": (
+        "a training step on the same batch twice gives two different losses",
+        _judge_training_mode,
+    ),
+    "best weights": (
+        "the model returned scores the lowest validation loss the loop saw",
+        _judge_kept_weights,
+    ),
+    "leakage": ("each epoch trains on the 300 images of the training split", _judge_leakage),
 }
 
 
@@ -706,7 +777,11 @@ def _early_stopping_case(params: dict) -> Case:
     where = f"data seed {run['data_seed']}"
     if params["check"] == "outcome":
         judge = functools.partial(_judge_outcome, run)
-        return Case(f"the model returned is the run's best ({where})", probe, judge)
+        return Case(
+            f"the model returned is the run's best, and tests as well as it should ({where})",
+            probe,
+            judge,
+        )
     description, judge = _DEBUG_CHECKS[params["check"]]
     return Case(f"{description} ({where})", probe, judge)
 
@@ -731,30 +806,51 @@ BASELINE_SEEDS = (0, 1)  # plain training's score is the mean over these seeds
 
 def prepare_experiment(data_seed: int, max_steps: int) -> None:
     _noisy_digits(data_seed)
+    _row_index(data_seed)
 
 
 def probe_experiment(regularised_classifier, data_seed: int, max_steps: int) -> dict:
     """Call the learner's function on one draw; count optimizer steps; predict the test images.
 
-    Returns ``steps`` (optimizer steps taken during the call, by any torch optimizer) and
-    ``predictions`` (class indices for the test images, the model in eval mode), or
-    ``returned`` (the type's name) when no model came back.
+    Returns ``steps`` (optimizer steps taken during the call, by any torch optimizer),
+    ``validation_images_trained_on`` (validation images any module saw with gradients on),
+    ``predictions`` and ``validation_predictions`` (class indices for the test and the
+    validation images, the model in eval mode), or ``returned`` (the type's name) when no
+    model came back.
     """
     train, val, test_inputs = _noisy_digits(data_seed)
-    steps = [0]
+    counts = {"steps": 0}
+    trained_on: set[bytes] = set()  # validation images seen by a module with gradients on
+    validation = {key for key, (split, _) in _row_index(data_seed).items() if split == "val"}
 
-    def count(optimizer, args, kwargs):
-        steps[0] += 1
+    def count_step(optimizer, args, kwargs):
+        counts["steps"] += 1
 
-    handle = register_optimizer_step_post_hook(count)
+    def count_validation_rows(module, args):
+        """Any module called with gradients on: which of its input rows are validation images."""
+        if not torch.is_grad_enabled() or not args or not isinstance(args[0], torch.Tensor):
+            return
+        inputs = args[0]
+        if inputs.dim() < 2 or inputs[0].numel() != val.inputs[0].numel():
+            return
+        trained_on.update(key for key in _row_keys(inputs.float()) if key in validation)
+
+    handles = [
+        register_optimizer_step_post_hook(count_step),
+        torch.nn.modules.module.register_module_forward_pre_hook(count_validation_rows),
+    ]
     try:
-        with _one_thread():
-            model = regularised_classifier(_copy(train), _copy(val), max_steps)
+        model = regularised_classifier(_copy(train), _copy(val), max_steps)
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
+    counts["validation_images_trained_on"] = len(trained_on)
     if not isinstance(model, torch.nn.Module):
-        return {"steps": steps[0], "returned": type(model).__name__}
-    return {"steps": steps[0], "predictions": _predictions(model, test_inputs)}
+        return counts | {"returned": type(model).__name__}
+    return counts | {
+        "predictions": _predictions(model, test_inputs),
+        "validation_predictions": _predictions(model, val.inputs),
+    }
 
 
 @functools.cache
@@ -765,7 +861,7 @@ def _baseline_accuracy(data_seed: int) -> float:
     train, val, test_inputs = _noisy_digits(data_seed)
     targets = _test_targets(data_seed)
     scores = []
-    with _one_thread():
+    with one_thread():
         for seed in BASELINE_SEEDS:
             model, _ = train_with(Recipe(), train, val, seed=seed, epochs=50)
             scores.append(_accuracy(_predictions(model, test_inputs), targets))
@@ -781,6 +877,17 @@ def _judge_experiment(data_seed: int, max_steps: int, report: dict) -> Verdict:
             "a trained model (a torch.nn.Module)",
             f"a {report['returned']}",
             "return the model you chose, not its score or its history",
+        )
+    leaked = report.get("validation_images_trained_on", 0)
+    if leaked:
+        return Verdict(
+            False,
+            "no validation image in a forward pass with gradients on",
+            f"{leaked} of the validation images",
+            "your models trained on validation images: the validation split only chooses. "
+            "Once it has been trained on, its score no longer tells how a setting does on "
+            "unseen digits (measure it with gradients off, and never fit to it)",
+            "which images do your training runs see, and which ones only judge them?",
         )
     if steps > max_steps:
         return Verdict(
@@ -812,10 +919,17 @@ def _judge_experiment(data_seed: int, max_steps: int, report: dict) -> Verdict:
         )
     baseline = _baseline_accuracy(data_seed)
     target = baseline + EXPERIMENT_MARGIN
-    expected = f"test accuracy at least {target:.1%} (plain training: {baseline:.1%})"
-    got = f"{accuracy:.1%} in {steps:,} steps"
+    on_validation = _accuracy(
+        report.get("validation_predictions"), _noisy_digits(data_seed)[1].targets
+    )
+    seen = "" if on_validation is None else f"; validation accuracy {on_validation:.1%}"
+    expected = (
+        f"at most {max_steps:,} steps, and {EXPERIMENT_MARGIN * 100:.0f} points more test "
+        "accuracy than plain training (the test score stays hidden: choose on validation)"
+    )
     if accuracy >= target:
-        return Verdict(True, expected, got)
+        return Verdict(True, expected, f"margin reached in {steps:,} steps{seen}")
+    got = f"margin missed, in {steps:,} steps{seen}"
     if accuracy > baseline + EXPERIMENT_MARGIN / 2:  # below that, the seeds' noise
         hint = (
             "better than plain training, but not by enough: compare a few regularisers or "
@@ -851,17 +965,19 @@ def _experiment_case(params: dict) -> Case:
 EXERCISES = [
     Exercise(
         id="ch4.dropout",
-        title="Inverted dropout",
+        title="Dropout as first published",
         function_name="dropout",
         points=1,
         make_case=_dropout_case,
         public_params=[{"p": 0.3, "seed": 0}, {"p": 0.5, "seed": 1}],
         nudge="reread section 3 on what dropout does in training and at test time, and ask: "
-        "if only some entries survive, what keeps the mean of the output equal to x's?",
-        praise="your dropout zeroes the right fraction, keeps each entry's expected value, "
-        "and leaves evaluation and the caller's tensor alone.",
-        next_step="compare your function with torch.nn.functional.dropout on the same seed, "
-        "and measure the mean and the spread of the output for p = 0.9.",
+        "if training drops entries and leaves the survivors alone, what single factor makes "
+        "evaluation's output match training's on average?",
+        praise="your dropout zeroes the right fraction in training, leaves the survivors "
+        "alone, and scales evaluation so that it matches training's expected output.",
+        next_step="compare statistics with torch.nn.functional.dropout, PyTorch's inverted "
+        "version: the fraction zeroed and the mean in training, and the output in evaluation "
+        "(the masks themselves differ, even on the same seed).",
         kind="derive",
         minutes=7,
     ),
@@ -879,8 +995,8 @@ EXERCISES = [
         "so far, and how long ago was it?",
         praise="your rule stops exactly when the best epoch is `patience` epochs old, and "
         "treats a tie as no improvement, as the course's EarlyStopping does.",
-        next_step="run stopping_epoch from the chapter on section 1's validation losses with "
-        "patience 3, 10 and 20, and see how much the stopping epoch moves.",
+        next_step="run your rule on section 1's validation losses with patience 3, 10 and "
+        "20, and see how much the stopping epoch moves.",
         kind="derive",
         minutes=5,
     ),
@@ -928,8 +1044,8 @@ EXERCISES = [
         public_params=[{"data_seed": 1, "max_steps": STEP_BUDGET}],
         nudge="plan the budget first: how many candidate runs of how many epochs fit, and how "
         "will you choose between them without looking at the test set?",
-        praise="your model beats plain training on a test split you never saw, with "
-        "regularisation chosen on validation data and within the step budget.",
+        praise="your model beats plain training by the margin on test splits you never saw, "
+        "within the step budget and without training on the validation images.",
         next_step="spend the same budget on three seeds of one setting instead of one seed "
         "of two settings, and see which choice the validation split trusts more.",
         kind="experiment",
