@@ -85,7 +85,7 @@ CHAPTERS = (
         "05",
         "transfer_learning",
         "Feature extraction vs fine-tuning",
-        105,
+        110,
         "A pretrained ResNet, frozen or fine-tuned; the three claims of transfer learning, measured.",
     ),
     Chapter(
