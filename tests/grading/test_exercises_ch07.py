@@ -1,8 +1,7 @@
 """Chapter 7's exercises: the reference solutions pass every public and hidden case, each planted
 bug fails its own case and is named, and the experiment's budget and baseline are enforced.
 
-Hidden cases come from where the grader reads them: COURSE_HIDDEN_TESTS, else the package's file
-(COURSE_HIDDEN_TESTS=/work/hidden/ch07.json before the lead merges it).
+Hidden cases come from where the grader reads them: COURSE_HIDDEN_TESTS, else the package's file.
 """
 
 import copy
